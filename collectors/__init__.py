@@ -1,0 +1,30 @@
+"""runwatch collectors: the library a training job imports.
+
+Light on purpose: importing it loads neither torch, transformers, duckdb nor streamlit. Heavy
+scorers and integrations import their dependencies when used.
+"""
+
+from collectors.collector import Collector
+from collectors.scoring import KeywordScorer, RepetitionScorer, Score, Scorer
+
+__all__ = ["Collector", "KeywordScorer", "RepetitionScorer", "Score", "Scorer",
+           "PipelineScorer", "EmbeddingScorer", "PromptSuite", "TorchProbeHook", "RunwatchCallback"]
+
+
+def __getattr__(name):  # lazy imports of the heavier parts
+    if name == "PipelineScorer":
+        from collectors.pipeline import PipelineScorer
+        return PipelineScorer
+    if name == "EmbeddingScorer":
+        from collectors.embedding import EmbeddingScorer
+        return EmbeddingScorer
+    if name == "PromptSuite":
+        from collectors.prompts import PromptSuite
+        return PromptSuite
+    if name == "TorchProbeHook":
+        from collectors.hooks import TorchProbeHook
+        return TorchProbeHook
+    if name == "RunwatchCallback":
+        from collectors.hooks import RunwatchCallback
+        return RunwatchCallback
+    raise AttributeError(f"module 'collectors' has no attribute {name!r}")

@@ -1,0 +1,517 @@
+"""The collector: attach to a training job, sample its outputs, score them, stream them to Kafka.
+
+The training thread only pays for a sampling decision and an append to a bounded in-memory
+queue (``log`` never waits on the network, the scorers or the disk). A background thread
+scores, batches, encodes and produces. While the broker is unreachable, messages go to a
+local spool directory (up to ``spool_max_bytes``) and are resent, oldest first, once the broker
+answers again. Every record that is lost is counted by reason and reported in a
+``collector_stats`` run event and by :meth:`Collector.stats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+from collectors import wire
+from collectors.scoring import Scorer
+from collectors.spool import Spool, SpoolError
+
+log = logging.getLogger("runwatch.collector")
+
+DEFAULT_SPOOL_ROOT = Path(os.environ.get("RUNWATCH_SPOOL_DIR", Path.home() / ".cache" / "runwatch" / "spool"))
+DROP_REASONS = ("queue_full", "spool_full", "spool_error", "encode_error", "close_timeout")
+
+
+class Collector:
+    """Stream a training run's sampled outputs and their scores to Kafka.
+
+    Keyword-only arguments (defaults in brackets):
+
+    - ``run_id``: unique id of the training run.
+    - ``bootstrap_servers``: Kafka address(es), e.g. ``"127.0.0.1:9092"`` [env RUNWATCH_BOOTSTRAP].
+    - ``topic_prefix``: topics are ``<prefix>.samples`` and ``<prefix>.runs`` [``runwatch``].
+    - ``scorers``: :class:`~collectors.scoring.Scorer` objects run on every kept sample [none].
+    - ``sample_rate``: share of outputs passed to :meth:`log` that are kept [1.0].
+    - ``config`` / ``metadata``: dicts stored with the run (hyper-parameters; project, model...).
+    - ``spool_dir``: where messages wait while the broker is down
+      [``$RUNWATCH_SPOOL_DIR/<run_id>``, default ``~/.cache/runwatch/spool/<run_id>``].
+    - ``spool_max_bytes``: spool size limit; beyond it records are dropped and counted [256 MiB].
+    - ``max_queue_samples``: bound of the in-memory queue; beyond it records are dropped [100000].
+    - ``batch_max_records``: records per Kafka message [500]; ``linger_s``: max wait to fill one [0.2].
+    - ``compression``: Kafka compression codec [``lz4``].
+    - ``close_timeout``: seconds :meth:`close` waits for the flush [10].
+    - ``stats_interval``: seconds between ``collector_stats`` events [10].
+    - ``seed``: seed of the sampling decision [None: random].
+    - ``kafka_options``: extra kafka-python producer settings (security: ``security_protocol``,
+      ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [none].
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        topic_prefix: str = "runwatch",
+        scorers: Sequence[Scorer] = (),
+        sample_rate: float = 1.0,
+        config: dict | None = None,
+        metadata: dict | None = None,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
+        max_queue_samples: int = 100_000,
+        batch_max_records: int = 500,
+        linger_s: float = 0.2,
+        compression: str | None = "lz4",
+        close_timeout: float = 10.0,
+        stats_interval: float = 10.0,
+        retry_interval: float = 1.0,
+        seed: int | None = None,
+        kafka_options: dict | None = None,
+        start: bool = True,
+    ):
+        if not run_id or not isinstance(run_id, str):
+            raise ValueError("Collector needs a non-empty run_id string")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be within [0, 1], got {sample_rate}")
+        bootstrap_servers = bootstrap_servers or os.environ.get("RUNWATCH_BOOTSTRAP")
+        if not bootstrap_servers:
+            raise ValueError("Collector needs bootstrap_servers (or env RUNWATCH_BOOTSTRAP)")
+        self.run_id = run_id
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = wire.topics(topic_prefix)
+        self.scorers = list(scorers)
+        self.sample_rate = float(sample_rate)
+        self.max_queue_samples = int(max_queue_samples)
+        self.batch_max_records = int(batch_max_records)
+        self.linger_s = float(linger_s)
+        self.close_timeout = float(close_timeout)
+        self.stats_interval = float(stats_interval)
+        self.retry_interval = float(retry_interval)
+        self._compression = compression
+        self._kafka_options = dict(kafka_options or {})
+        self._rng = random.Random(seed)
+        self._key = run_id.encode()
+        self._id_prefix = wire.new_id()[:16] + "-"
+        self._seq = 0
+
+        self._queue: deque = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._counts = {"offered": 0, "sampled": 0, "sent": 0, "spooled": 0, "resent": 0}
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._errors: deque[str] = deque(maxlen=20)
+        self._failed: deque = deque()
+        self._inflight_spool: set[str] = set()
+        self._down = False
+        self._closing = False
+        self._closed = False
+        self._producer = None
+        self._last_connect_try = 0.0
+        self._last_stats = time.monotonic()
+
+        spool_dir = Path(spool_dir) if spool_dir else DEFAULT_SPOOL_ROOT / _safe(run_id)
+        self.spool = Spool(spool_dir, max_bytes=spool_max_bytes)
+        self._thread = threading.Thread(target=self._run, name=f"runwatch-collector-{run_id}", daemon=True)
+        self._enqueue_event(wire.run_event("run_started", run_id, config=config or {},
+                                           metadata=metadata or {}))
+        if start:
+            self._thread.start()
+
+    # ------------------------------------------------------------------ training-thread API
+    def log(
+        self,
+        step: int,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        *,
+        prompt_set: str,
+        prompt_ids: Sequence[str] | None = None,
+        rewards: Sequence[float | None] | None = None,
+        source: str = "rollout",
+        pair_ids: Sequence[str | None] | None = None,
+        cues: Sequence[str | None] | None = None,
+        meta: dict | None = None,
+    ) -> int:
+        """Offer outputs the job already has; returns how many were kept (sampled and queued).
+
+        Never blocks: when the queue is full the records are dropped and counted.
+        """
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"log(): {len(prompts)} prompts but {n} completions")
+        for name, values in (("prompt_ids", prompt_ids), ("rewards", rewards),
+                             ("pair_ids", pair_ids), ("cues", cues)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"log(): {name} has {len(values)} items, expected {n}")
+        if source not in wire.SOURCES:
+            raise ValueError(f"log(): source must be one of {wire.SOURCES}, got {source!r}")
+        if self.sample_rate >= 1.0:
+            keep = range(n)
+        else:
+            rnd, rate = self._rng.random, self.sample_rate
+            keep = [i for i in range(n) if rnd() < rate]
+        kept = len(keep)
+        with self._lock:
+            self._counts["offered"] += n
+            if self._closed:
+                self._dropped["close_timeout"] += kept
+                return 0
+            if self._pending + kept > self.max_queue_samples:
+                self._dropped["queue_full"] += kept
+                return 0
+            self._pending += kept
+            self._counts["sampled"] += kept
+        if kept:
+            self._queue.append(("samples", int(step), prompts, completions, prompt_set, prompt_ids,
+                                rewards, source, pair_ids, cues, meta, keep, time.time()))
+            if self._pending >= self.batch_max_records:
+                self._wake.set()
+        return kept
+
+    def log_sample(self, step: int, prompt: str, completion: str, *, prompt_set: str,
+                   prompt_id: str | None = None, reward: float | None = None,
+                   source: str = "rollout", pair_id: str | None = None, cue: str | None = None) -> int:
+        """One output; see :meth:`log`."""
+        return self.log(step, [prompt], [completion], prompt_set=prompt_set,
+                        prompt_ids=None if prompt_id is None else [prompt_id],
+                        rewards=None if reward is None else [reward], source=source,
+                        pair_ids=None if pair_id is None else [pair_id],
+                        cues=None if cue is None else [cue])
+
+    def checkpoint(self, step: int, *, path: str | os.PathLike | None = None,
+                   metrics: dict | None = None) -> None:
+        """Record that the run reached (or saved) a checkpoint at ``step``."""
+        self._enqueue_event(wire.run_event("checkpoint", self.run_id, step=int(step),
+                                           path=None if path is None else str(path),
+                                           metrics=metrics or {}))
+
+    def evaluate(self, step: int, model: Any, tokenizer: Any, suite: Any, *,
+                 samples_per_prompt: int = 1, max_new_tokens: int = 32, temperature: float = 1.0,
+                 seed: int | None = None, batch_size: int = 64) -> int:
+        """Generate on a prompt suite with a transformers causal LM, then log the outputs.
+
+        Generation runs on the calling thread (it needs the model as it is at ``step``);
+        scoring and sending happen in the background.
+        """
+        from collectors.generation import generate_completions
+
+        entries = list(suite)
+        completions = generate_completions(
+            model, tokenizer, [e.prompt for e in entries], samples_per_prompt=samples_per_prompt,
+            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+            batch_size=batch_size)
+        kept = 0
+        by_set: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            by_set.setdefault(e.prompt_set, []).append(i)
+        for prompt_set, idx in by_set.items():
+            rows = [(entries[i], c) for i in idx for c in completions[i]]
+            kept += self.log(
+                step, [e.prompt for e, _ in rows], [c for _, c in rows], prompt_set=prompt_set,
+                prompt_ids=[e.prompt_id for e, _ in rows], source="probe",
+                pair_ids=[getattr(e, "pair_id", None) for e, _ in rows],
+                cues=[getattr(e, "cue", None) for e, _ in rows])
+            metrics = self._checkpoint_scores(prompt_set, [c for _, c in rows])
+            if metrics:
+                self._enqueue_event(wire.run_event("checkpoint", self.run_id, step=int(step),
+                                                   path=None, metrics=metrics))
+        return kept
+
+    def _checkpoint_scores(self, prompt_set: str, completions: list[str]) -> dict:
+        out = {}
+        for scorer in self.scorers:
+            try:
+                for s in scorer.score_checkpoint(completions):
+                    out[f"{scorer.name}/{s.category}/{prompt_set}"] = {
+                        "score": s.score, "flagged": s.flagged, "threshold": s.threshold}
+            except Exception as exc:  # a broken scorer must not stop training
+                self._note_error(f"{scorer.name}.score_checkpoint: {exc!r}")
+        return out
+
+    def stats(self) -> dict:
+        """Cumulative counters (the same the ``collector_stats`` event carries)."""
+        with self._lock:
+            dropped = dict(self._dropped)
+            return {**self._counts, "dropped": sum(dropped.values()),
+                    "dropped_by_reason": {k: v for k, v in dropped.items() if v},
+                    "queued": self._pending, "spool_messages": len(self.spool),
+                    "spool_bytes": self.spool.size_bytes, "broker_down": self._down,
+                    "last_errors": list(self._errors)}
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is sent or spooled; True if it finished in time."""
+        done = threading.Event()
+        self._queue.append(("flush", done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, status: str = "completed", *, timeout: float | None = None) -> dict:
+        """Send the run's end, flush within ``timeout`` and stop. Returns the final stats."""
+        if self._closing:
+            return self.stats()
+        self._enqueue_event(wire.run_event("run_finished", self.run_id, status=status,
+                                           step=None))
+        self._closing = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(self.close_timeout if timeout is None else timeout)
+        with self._lock:
+            self._closed = True
+            if self._thread.is_alive():
+                self._dropped["close_timeout"] += self._pending
+        return self.stats()
+
+    def __enter__(self) -> "Collector":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("completed" if exc_type is None else
+                   "aborted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+
+    # ------------------------------------------------------------------ background thread
+    def _enqueue_event(self, record: dict) -> None:
+        self._queue.append(("event", record))
+        self._wake.set()
+
+    def _note_error(self, message: str) -> None:
+        self._errors.append(message)
+        log.warning("runwatch collector %s: %s", self.run_id, message)
+
+    def _run(self) -> None:
+        batch: list[dict] = []
+        batch_started = 0.0
+        while True:
+            self._wake.wait(self.linger_s)
+            self._wake.clear()
+            try:
+                now = time.monotonic()
+                if self._producer is None and now - self._last_connect_try >= self.retry_interval:
+                    self._connect()
+                while self._queue:
+                    item = self._queue.popleft()
+                    kind = item[0]
+                    if kind == "samples":
+                        if not batch:
+                            batch_started = time.monotonic()
+                        batch.extend(self._build_samples(item))
+                        if len(batch) >= self.batch_max_records:
+                            self._send_records(self.topics["samples"], batch)
+                            batch = []
+                    elif kind == "event":
+                        if batch:  # keep a checkpoint event behind its samples
+                            self._send_records(self.topics["samples"], batch)
+                            batch = []
+                        self._send_records(self.topics["runs"], [item[1]])
+                    elif kind == "flush":
+                        if batch:
+                            self._send_records(self.topics["samples"], batch)
+                            batch = []
+                        self._flush_producer(5.0)
+                        self._handle_failures()
+                        item[1].set()
+                if batch and (time.monotonic() - batch_started >= self.linger_s or self._closing):
+                    self._send_records(self.topics["samples"], batch)
+                    batch = []
+                self._handle_failures()
+                self._drain_spool()
+                if time.monotonic() - self._last_stats >= self.stats_interval:
+                    self._emit_stats()
+                if self._closing and not self._queue:
+                    self._flush_producer(max(1.0, self.close_timeout - 2.0))
+                    self._handle_failures()
+                    self._emit_stats()  # final counts, after the flush settled them
+                    self._flush_producer(1.0)
+                    self._handle_failures()
+                    if self._producer is not None:
+                        self._producer.close(timeout=1.0)
+                    return
+            except Exception as exc:  # the thread must survive anything
+                self._note_error(f"background loop: {exc!r}")
+                time.sleep(0.1)
+
+    def _connect(self) -> None:
+        from kafka import KafkaProducer
+
+        self._last_connect_try = time.monotonic()
+        options = dict(
+            bootstrap_servers=self.bootstrap_servers, acks="all", compression_type=self._compression,
+            enable_idempotence=False, linger_ms=20, max_block_ms=2000, request_timeout_ms=3000,
+            delivery_timeout_ms=5000, bootstrap_timeout_ms=2000, reconnect_backoff_max_ms=2000,
+            max_request_size=8 * 1024 * 1024, client_id=f"runwatch-collector-{self.run_id}")
+        options.update(self._kafka_options)
+        try:
+            self._producer = KafkaProducer(**options)
+        except Exception as exc:
+            self._producer = None
+            self._mark_down(f"cannot connect to Kafka at {self.bootstrap_servers}: {exc}")
+
+    def _mark_down(self, reason: str) -> None:
+        if not self._down:
+            self._note_error(reason + " (spooling)")
+        self._down = True
+
+    def _build_samples(self, item) -> list[dict]:
+        (_, step, prompts, completions, prompt_set, prompt_ids, rewards, source, pair_ids, cues,
+         meta, keep, created_at) = item
+        sub_prompts = [prompts[i] for i in keep]
+        sub_completions = [completions[i] for i in keep]
+        per_sample: list[list[dict]] = [[] for _ in keep]
+        for scorer in self.scorers:
+            try:
+                results = scorer.score_batch(sub_prompts, sub_completions)
+            except Exception as exc:  # a broken scorer must not lose the samples
+                self._note_error(f"scorer {scorer.name}: {exc!r}")
+                continue
+            for row, scores in zip(per_sample, results):
+                for s in scores:
+                    value = float(s.score)
+                    if not math.isfinite(value):
+                        self._note_error(f"scorer {scorer.name} returned {value} for {s.category}; skipped")
+                        continue
+                    row.append({"scorer": scorer.name, "category": s.category, "score": value,
+                                "flagged": bool(s.flagged),
+                                "threshold": None if s.threshold is None else float(s.threshold)})
+        records = []
+        for j, i in enumerate(keep):
+            self._seq += 1
+            reward = None if rewards is None or rewards[i] is None else float(rewards[i])
+            records.append({
+                "schema_version": wire.SCHEMA_VERSION, "kind": "sample",
+                "sample_id": f"{self._id_prefix}{self._seq:x}", "run_id": self.run_id,
+                "step": step, "prompt_set": prompt_set,
+                "prompt_id": str(prompt_ids[i]) if prompt_ids is not None else f"{prompt_set}-{i}",
+                "prompt": prompts[i], "completion": completions[i], "source": source,
+                "reward": reward if reward is None or math.isfinite(reward) else None,
+                "pair_id": None if pair_ids is None else pair_ids[i],
+                "cue": None if cues is None else cues[i],
+                "scores": per_sample[j], "created_at": created_at, "meta": meta,
+            })
+        with self._lock:
+            self._pending -= len(keep)
+        return records
+
+    def _count_drop(self, reason: str, n: int) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+
+    def _send_records(self, topic: str, records: list[dict]) -> None:
+        n = sum(1 for r in records if r.get("kind") == "sample")
+        try:
+            value = wire.encode_batch(self.run_id, records)
+        except (TypeError, ValueError) as exc:
+            self._note_error(f"cannot encode {len(records)} records: {exc}")
+            self._count_drop("encode_error", n)
+            return
+        if self._down or len(self.spool) or self._producer is None:
+            self._spool(topic, value, n)
+            return
+        self._produce(topic, value, n, None)
+
+    def _produce(self, topic: str, value: bytes, n: int, spool_name: str | None) -> None:
+        try:
+            future = self._producer.send(topic, key=self._key, value=value)
+        except Exception as exc:
+            self._mark_down(f"send to {topic} failed: {exc}")
+            if spool_name is None:
+                self._spool(topic, value, n)
+            else:
+                self._inflight_spool.discard(spool_name)
+            return
+        future.add_callback(self._on_ack, n, spool_name)
+        future.add_errback(self._on_fail, topic, value, n, spool_name)
+
+    def _on_ack(self, n: int, spool_name: str | None, _metadata=None) -> None:
+        # Runs on kafka-python's I/O thread.
+        with self._lock:
+            self._counts["sent"] += n
+            if spool_name is not None:
+                self._counts["resent"] += n
+        if spool_name is not None:
+            self.spool.remove(spool_name)
+            self._inflight_spool.discard(spool_name)
+            self._down = False
+
+    def _on_fail(self, topic: str, value: bytes, n: int, spool_name: str | None, exc=None) -> None:
+        self._failed.append((topic, value, n, spool_name, exc))
+        self._wake.set()
+
+    def _handle_failures(self) -> None:
+        while self._failed:
+            topic, value, n, spool_name, exc = self._failed.popleft()
+            self._mark_down(f"delivery to {topic} failed: {exc}")
+            if spool_name is None:
+                self._spool(topic, value, n)
+            else:
+                self._inflight_spool.discard(spool_name)
+
+    def _spool(self, topic: str, value: bytes, n: int) -> None:
+        try:
+            stored = self.spool.put(topic, self._key, value, n)
+        except SpoolError as exc:
+            self._note_error(str(exc))
+            self._count_drop("spool_error", n)
+            return
+        if stored:
+            with self._lock:
+                self._counts["spooled"] += n
+        else:
+            self._count_drop("spool_full", n)
+
+    def _drain_spool(self) -> None:
+        """Resend spooled messages oldest first: one probe while down, a window once up."""
+        if self._producer is None or not len(self.spool):
+            return
+        if self._down:
+            if self._inflight_spool or time.monotonic() - self._last_connect_try < self.retry_interval:
+                return
+            self._last_connect_try = time.monotonic()
+            window = 1
+        else:
+            window = 16 - len(self._inflight_spool)
+        for name in self.spool.oldest(max(window, 0), self._inflight_spool):
+            try:
+                topic, _key, value, n = self.spool.read(name)
+            except OSError as exc:
+                self._note_error(f"unreadable spool file {name}: {exc}")
+                self.spool.remove(name)
+                continue
+            self._inflight_spool.add(name)
+            self._produce(topic, value, n, name)
+
+    def _flush_producer(self, timeout: float) -> None:
+        if self._producer is None:
+            return
+        try:
+            self._producer.flush(timeout=timeout)
+        except Exception as exc:
+            self._mark_down(f"flush failed: {exc}")
+        # Keep resending spooled messages while the broker answers, within the timeout.
+        deadline = time.monotonic() + timeout
+        while len(self.spool) and not self._down and time.monotonic() < deadline:
+            self._drain_spool()
+            try:
+                self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:
+                self._mark_down(f"flush failed: {exc}")
+            self._handle_failures()
+
+    def _emit_stats(self) -> None:
+        self._last_stats = time.monotonic()
+        s = self.stats()
+        body = {k: s[k] for k in ("offered", "sampled", "sent", "spooled", "resent", "dropped")}
+        body["dropped_by_reason"] = s["dropped_by_reason"]
+        self._send_records(self.topics["runs"], [wire.run_event("collector_stats", self.run_id,
+                                                                stats=body)])
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]

@@ -1,0 +1,196 @@
+"""The ``runwatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from runwatch.errors import RunwatchError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_KAFKA_DIR = REPO_ROOT / ".cache" / "kafka-data"
+
+
+def _env(name: str, default=None):
+    return os.environ.get(name, default)
+
+
+# --------------------------------------------------------------------------- kafka
+def cmd_kafka(args) -> int:
+    from runwatch.kafka_broker import Broker, fetch_jars
+
+    if args.action == "fetch":
+        print(f"Kafka jars ready in {fetch_jars()}")
+        return 0
+    broker = Broker(args.data_dir, port=args.port)
+    if args.action == "start":
+        broker.start(quiet=False)
+        print(f"Kafka broker running on {broker.bootstrap} (data: {broker.data_dir}, "
+              f"log: {broker.log_file}). Stop it with `runwatch kafka stop`.")
+    elif args.action == "stop":
+        print("Kafka broker stopped." if broker.stop() else "No Kafka broker was running.")
+    else:
+        st = broker.status()
+        if st.running:
+            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}")
+        else:
+            print(f"stopped (data dir {st.data_dir})")
+            return 3
+    return 0
+
+
+# --------------------------------------------------------------------------- ingest / serve
+def _materializer(args, store):
+    from runwatch.materializer import Materializer
+
+    return Materializer(store, bootstrap_servers=args.bootstrap, topic_prefix=args.topic_prefix,
+                        group_id=f"runwatch-view-{Path(args.db).stem}")
+
+
+def cmd_ingest(args) -> int:
+    from runwatch.store import Store
+
+    store = Store(args.db)
+    try:
+        mat = _materializer(args, store)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stats = mat.run(stop=stop, until_idle=args.until_idle, max_runtime_s=args.max_seconds)
+        mat.close()
+        print(f"ingested {stats.samples} samples, {stats.events} run events, "
+              f"{stats.dead_letters} dead letters, {stats.duplicates} duplicates ignored "
+              f"from {stats.messages} messages into {args.db}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from runwatch.service import Service
+
+    service = Service(db=args.db, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
+                      headless=args.headless, port=args.port, address=args.address)
+    return service.run()
+
+
+# --------------------------------------------------------------------------- sql
+def _print_table(columns, rows) -> None:
+    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from runwatch.db import connect
+
+    con = connect(args.db, read_only=True)
+    try:
+        cur = con.execute(args.query)
+    except duckdb.Error as exc:
+        raise RunwatchError(f"query failed: {exc}") from None
+    columns = [d[0] for d in cur.description or []]
+    rows = cur.fetchall()
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
+    elif args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+    else:
+        _print_table(columns, rows)
+    return 0
+
+
+# --------------------------------------------------------------------------- loadgen
+def cmd_loadgen(args) -> int:
+    from runwatch.loadgen import run_loadgen
+
+    result = run_loadgen(bootstrap_servers=args.bootstrap, runs=args.runs,
+                         checkpoints=args.checkpoints, samples=args.samples, seed=args.seed,
+                         rate=args.rate, topic_prefix=args.topic_prefix,
+                         progress=not args.quiet)
+    print(f"produced {result.samples} samples for {len(result.runs)} run(s) in "
+          f"{result.seconds:.2f} s ({result.rate:,.0f} samples/s); dropped {result.dropped}")
+    return 0 if result.dropped == 0 else 4
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runwatch", description="Monitor model behaviour while it trains.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common_kafka(sp, db=True):
+        sp.add_argument("--bootstrap", default=_env("RUNWATCH_BOOTSTRAP", "127.0.0.1:9092"),
+                        help="Kafka bootstrap HOST:PORT [env RUNWATCH_BOOTSTRAP, default 127.0.0.1:9092]")
+        sp.add_argument("--topic-prefix", default=_env("RUNWATCH_TOPIC_PREFIX", "runwatch"),
+                        help="topics are PREFIX.samples and PREFIX.runs [env RUNWATCH_TOPIC_PREFIX]")
+        if db:
+            sp.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"),
+                            help="DuckDB file [env RUNWATCH_DB, default runwatch.duckdb]")
+
+    k = sub.add_parser("kafka", help="run a local single-node Kafka broker")
+    k.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    k.add_argument("--port", type=int, default=None, help="client port (default: last used, else 9092)")
+    k.add_argument("--data-dir", default=_env("RUNWATCH_KAFKA_DIR", str(DEFAULT_KAFKA_DIR)),
+                   help="broker data directory [env RUNWATCH_KAFKA_DIR]")
+    k.set_defaults(func=cmd_kafka)
+
+    i = sub.add_parser("ingest", help="materialize Kafka into a DuckDB file")
+    common_kafka(i)
+    i.add_argument("--until-idle", action="store_true", help="exit once caught up")
+    i.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    i.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("serve", help="materializer (+ dashboard) in one process")
+    common_kafka(s)
+    s.add_argument("--headless", action="store_true", help="no dashboard, only the materializer")
+    s.add_argument("--port", type=int, default=int(_env("RUNWATCH_PORT", "8501")),
+                   help="dashboard port [env RUNWATCH_PORT, default 8501]")
+    s.add_argument("--address", default=_env("RUNWATCH_ADDRESS", "127.0.0.1"),
+                   help="dashboard address [env RUNWATCH_ADDRESS, default 127.0.0.1]")
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser("sql", help="run a SQL query on a DuckDB view and print the result")
+    q.add_argument("query", help="SQL text")
+    q.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"), help="DuckDB file [env RUNWATCH_DB]")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.set_defaults(func=cmd_sql)
+
+    g = sub.add_parser("loadgen", help="produce synthetic scored samples through the collector")
+    common_kafka(g, db=False)
+    g.add_argument("--runs", type=int, default=1)
+    g.add_argument("--checkpoints", type=int, default=10)
+    g.add_argument("--samples", type=int, default=1000, help="samples per checkpoint and run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--rate", type=float, default=None, help="samples per second (all runs)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_loadgen)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except RunwatchError as exc:
+        print(f"runwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("runwatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Small helpers for the integration tests (real broker, real DuckDB)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import duckdb
+
+from runwatch.materializer import Materializer
+from runwatch.store import Store
+
+
+def ingest_until_idle(db_path, bootstrap, topic_prefix, **kwargs):
+    store = Store(db_path)
+    try:
+        mat = Materializer(store, bootstrap_servers=bootstrap, topic_prefix=topic_prefix, **kwargs)
+        stats = mat.run(until_idle=True, max_runtime_s=120)
+        mat.close()
+        return stats
+    finally:
+        store.close()
+
+
+def query(db_path, sql, params=None):
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def produce_raw(bootstrap, topic, values, key=b"raw-run"):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
+    try:
+        for v in values:
+            producer.send(topic, key=key, value=v)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def end_offsets(bootstrap, topics):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def sample_record(run_id="plain-run", sample_id="s-1", step=10, **overrides):
+    record = {
+        "schema_version": 1, "kind": "sample", "sample_id": sample_id, "run_id": run_id,
+        "step": step, "prompt_set": "red_team", "prompt_id": "p1", "prompt": "Tell me",
+        "completion": "I finished the task.", "source": "probe", "reward": None,
+        "scores": [{"scorer": "rules", "category": "false_completion", "score": 1.0,
+                    "flagged": True, "threshold": 1.0}],
+        "created_at": time.time(),
+    }
+    record.update(overrides)
+    return record
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj).encode()
