@@ -43,7 +43,8 @@ class Materializer:
         topic_prefix: str = "runwatch",
         group_id: str | None = None,
         kafka_options: dict | None = None,
-        max_batch_messages: int = 400,
+        max_batch_messages: int = 64,
+        max_batch_records: int = 20_000,
         max_batch_wait_s: float = 0.1,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         create_topics: bool = True,
@@ -56,6 +57,7 @@ class Materializer:
         self.group_id = group_id
         self.kafka_options = dict(kafka_options or {})
         self.max_batch_messages = max_batch_messages
+        self.max_batch_records = max_batch_records
         self.max_batch_wait_s = max_batch_wait_s
         self.max_message_bytes = max_message_bytes
         self.create_topics = create_topics
@@ -213,7 +215,7 @@ class Materializer:
                         if not batch.messages:
                             batch_started = time.monotonic()
                         self._add(batch, message)
-                if batch.messages and (not polled or batch.messages >= self.max_batch_messages
+                if batch.messages and (not polled or len(batch) >= self.max_batch_records
                                        or time.monotonic() - batch_started >= self.max_batch_wait_s):
                     self._flush(batch)
                     batch = Batch()
