@@ -47,10 +47,11 @@ def cmd_kafka(args) -> int:
 
 # --------------------------------------------------------------------------- ingest / serve
 def _materializer(args, store):
+    from runwatch.db import view_group_id
     from runwatch.materializer import Materializer
 
     return Materializer(store, bootstrap_servers=args.bootstrap, topic_prefix=args.topic_prefix,
-                        group_id=f"runwatch-view-{Path(args.db).stem}")
+                        group_id=view_group_id(args.db))
 
 
 def cmd_ingest(args) -> int:
@@ -126,6 +127,18 @@ def cmd_loadgen(args) -> int:
     return 0 if result.dropped == 0 else 4
 
 
+# --------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from runwatch.demo_cmd import run_demo
+
+    result = run_demo(db=args.db, headless=args.headless, quick=args.quick, scenario=args.scenario,
+                      port=args.port, device=args.device, seed=args.seed)
+    if "wall_seconds" in result:
+        print(f"demo finished: run {result['run_id']}, training {result['train_seconds']:.0f} s, "
+              f"wall {result['wall_seconds']:.0f} s, database {result['db']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwatch", description="Monitor model behaviour while it trains.")
@@ -177,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=None, help="samples per second (all runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_loadgen)
+    d = sub.add_parser("demo", help="broker + monitor + a real training job whose behaviour drifts")
+    d.add_argument("--db", default=None, help="DuckDB file [var/demo/demo.duckdb]")
+    d.add_argument("--headless", action="store_true", help="no dashboard; print the rates and exit")
+    d.add_argument("--quick", action="store_true", help="shortened run (under a minute of training)")
+    d.add_argument("--scenario", default="drift", choices=["drift", "reward-hacking"])
+    d.add_argument("--port", type=int, default=int(_env("RUNWATCH_PORT", "8501")), help="dashboard port")
+    d.add_argument("--device", default=None, help="torch device [cuda when available, else cpu]")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
     return p
 
 

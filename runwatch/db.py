@@ -63,3 +63,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
             raise
         applied.append(name)
     return applied
+
+
+def view_group_id(path: str | Path) -> str:
+    """Kafka consumer group a view commits to (only so Kafka tools, and the demo, can see lag)."""
+    return f"runwatch-view-{Path(path).stem}"

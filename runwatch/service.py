@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 
+from runwatch.db import view_group_id
 from runwatch.materializer import Materializer
 from runwatch.store import Store
 
@@ -30,7 +31,7 @@ class Service:
         self.store = Store(db)
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
-                                         group_id="runwatch-serve")
+                                         group_id=view_group_id(db))
         self.stop_event = threading.Event()
         self.worker = threading.Thread(target=self._materialize, name="runwatch-materializer",
                                        daemon=True)
