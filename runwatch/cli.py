@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default=None, help="torch device [cuda when available, else cpu]")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    from runwatch.watch import register as register_watch
+
+    register_watch(sub)
     return p
 
 
