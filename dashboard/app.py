@@ -1,0 +1,56 @@
+"""runwatch dashboard: the entry script. Navigation is declared here and only here.
+
+Page scripts live in ``dashboard/views/``, deliberately not ``pages/``: Streamlit treats a
+``pages/`` folder next to the entry script as a legacy multipage app until the entry script has
+run once, so a deep link as the first request of a fresh server (``/run?run=...``) would execute
+the page file directly with the wrong navigation and layout.
+
+Run it through the service (``runwatch serve``, which shares its DuckDB connection with the
+pages) or by hand on a file: ``RUNWATCH_DB=view.duckdb streamlit run dashboard/app.py``.
+"""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run dashboard/app.py` puts dashboard/ (not the repository) on sys.path; without an
+# installed package the `dashboard` and `runwatch` imports of the pages need the repository root.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", layout="wide")
+
+pages = [
+    st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs", default=True),
+    st.Page("views/run.py", title="Run", icon=":material/monitoring:", url_path="run"),
+    st.Page(
+        "views/checkpoint.py", title="Checkpoint", icon=":material/search:", url_path="checkpoint"
+    ),
+    st.Page(
+        "views/prompt_history.py",
+        title="Prompt history",
+        icon=":material/history:",
+        url_path="prompt",
+    ),
+    st.Page(
+        "views/compare.py",
+        title="Compare runs",
+        icon=":material/compare_arrows:",
+        url_path="compare",
+    ),
+]
+
+current = st.navigation(pages)
+
+# Links may also name the page as a parameter (`/?page=checkpoint&run=...&step=...`), e.g. when
+# built by a tool that only knows the server's root URL.
+wanted = st.query_params.get("page")
+if wanted is not None:
+    by_path = {page.url_path: page for page in pages}
+    rest = {name: st.query_params.get_all(name) for name in st.query_params if name != "page"}
+    if wanted in by_path:
+        st.switch_page(by_path[wanted], query_params=rest)
+
+current.run()

@@ -1,0 +1,337 @@
+"""Data functions for the pages: each runs named SQL from ``queries/`` and returns a DataFrame.
+
+No SQL lives here or in the pages; see ``queries/<subject>_<shape>.sql``. Rates and their 95%
+intervals are added in Python (:mod:`dashboard.stats`) so the SQL stays plain counting.
+Run-level pages read only the per-checkpoint aggregates (``checkpoint_categories``,
+``checkpoint_sets``); the checkpoint and prompt pages read samples and scores of one run (and
+one step or one prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import connection
+from dashboard.stats import newcombe_difference, wilson
+from runwatch import queries
+
+SAMPLE_LIMIT = 500
+ALERTS_TABLE = "alerts"
+
+
+def query(name: str, **params: Any) -> pd.DataFrame:
+    """Run the named query with ``params`` (checked against its placeholders)."""
+    q = queries.load(name)
+    bound = q.bind(params)
+    with connection.cursor() as cur:
+        return cur.execute(q.sql, bound).df()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cached_query(source: str, name: str, stamp: tuple, params: tuple) -> pd.DataFrame:
+    return query(name, **dict(params))
+
+
+def _cached(name: str, stamp: tuple, **params: Any) -> pd.DataFrame:
+    """``query(name, **params)``, reused while ``stamp`` (a version of the data it reads) and
+    the database are unchanged. For the few queries that cannot read an aggregate."""
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    df = _cached_query(connection.source_label(), name, stamp, tuple(sorted(params.items())))
+    return df.copy()
+
+
+def tables() -> set[str]:
+    return set(query("catalog_tables")["table_name"])
+
+
+def has_alerts() -> bool:
+    return ALERTS_TABLE in tables()
+
+
+def _with_rate(df: pd.DataFrame, k: str = "n_flagged", n: str = "n_scored") -> pd.DataFrame:
+    rate, low, high = wilson(df[k].to_numpy(dtype=float), df[n].to_numpy(dtype=float))
+    return df.assign(rate=rate, rate_low=low, rate_high=high)
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+def run_ids() -> list[str]:
+    return query("runs_ids")["run_id"].tolist()
+
+
+def runs_overview() -> pd.DataFrame:
+    """One row per run; ``alerts`` is filled when the alerts table exists, else NA."""
+    df = query("runs_overview")
+    if has_alerts():
+        counts = query("alerts_run_counts")
+        df = df.merge(counts, on="run_id", how="left")
+        df["alerts"] = df["alerts"].fillna(0).astype("int64")
+    else:
+        df["alerts"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    return df
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+def run_summary(run_id: str) -> dict[str, Any]:
+    df = query("run_summary", run_id=run_id)
+    row = df.iloc[0].to_dict()
+    return {k: (None if _isna(v) else v) for k, v in row.items()}
+
+
+def _isna(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def run_category_rates(run_id: str) -> pd.DataFrame:
+    """Per (step, prompt_set, category): counts, rate and its 95% Wilson interval."""
+    return _with_rate(query("run_category_rates", run_id=run_id))
+
+
+def run_heatmap(run_id: str, prompt_sets: Iterable[str] = ()) -> pd.DataFrame:
+    """Per (step, category) pooled over ``prompt_sets`` (empty: all): counts and rate."""
+    return _with_rate(query("run_category_heatmap", run_id=run_id, prompt_sets=list(prompt_sets)))
+
+
+def run_consistency_gap(run_id: str) -> pd.DataFrame:
+    """Per (step, category): monitored and unmonitored rates and the gap (unmonitored minus
+    monitored) with its 95% Newcombe interval. Empty when the run has no consistency probes."""
+    df = query("run_consistency_rates", run_id=run_id)
+    cols = [
+        "step",
+        "category",
+        "n_monitored",
+        "flagged_monitored",
+        "rate_monitored",
+        "n_unmonitored",
+        "flagged_unmonitored",
+        "rate_unmonitored",
+        "gap",
+        "gap_low",
+        "gap_high",
+    ]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    wide = df.pivot_table(
+        index=["step", "category"],
+        columns="cue",
+        values=["n_scored", "n_flagged"],
+        aggfunc="sum",
+        fill_value=0,
+    )
+    out = pd.DataFrame(index=wide.index).reset_index()
+    for cue in ("monitored", "unmonitored"):
+        n = wide["n_scored"][cue].to_numpy() if cue in wide["n_scored"] else np.zeros(len(wide))
+        k = wide["n_flagged"][cue].to_numpy() if cue in wide["n_flagged"] else np.zeros(len(wide))
+        out[f"n_{cue}"] = n.astype("int64")
+        out[f"flagged_{cue}"] = k.astype("int64")
+        out[f"rate_{cue}"] = wilson(k, n)[0]
+    gap, low, high = newcombe_difference(
+        out["flagged_unmonitored"],
+        out["n_unmonitored"],
+        out["flagged_monitored"],
+        out["n_monitored"],
+    )
+    out["gap"], out["gap_low"], out["gap_high"] = gap, low, high
+    return out[cols]
+
+
+def run_reward_rates(run_id: str) -> pd.DataFrame:
+    """Per (step, category) over rewarded prompt sets: mean reward, flagged counts and rate."""
+    return _with_rate(query("run_reward_rates", run_id=run_id))
+
+
+def run_alert_marks(run_id: str) -> pd.DataFrame:
+    """First flagged checkpoint per (category, prompt_set) from the alerts table, if any."""
+    if not has_alerts():
+        return pd.DataFrame(columns=["category", "prompt_set", "first_step", "alerts"])
+    return query("alerts_run_marks", run_id=run_id)
+
+
+def run_checkpoints(run_id: str) -> pd.DataFrame:
+    return query("run_checkpoints", run_id=run_id)
+
+
+def run_prompt_sets(run_id: str) -> list[str]:
+    return query("run_prompt_sets", run_id=run_id)["prompt_set"].tolist()
+
+
+# ---------------------------------------------------------------------------- checkpoint
+
+
+def checkpoint_counts(run_id: str, step: int) -> pd.DataFrame:
+    return _with_rate(query("checkpoint_counts", run_id=run_id, step=int(step)))
+
+
+def checkpoint_samples(
+    run_id: str,
+    step: int,
+    *,
+    category: str = "",
+    prompt_sets: Iterable[str] = (),
+    flagged: str = "any",
+    disagree_only: bool = False,
+    search: str = "",
+    limit: int = SAMPLE_LIMIT,
+) -> pd.DataFrame:
+    """The checkpoint's samples after the filters, highest score first (``n_matching`` holds
+    the count before ``limit``). ``flagged`` is 'any', 'flagged' or 'unflagged'."""
+    if flagged not in ("any", "flagged", "unflagged"):
+        raise ValueError(f"flagged must be 'any', 'flagged' or 'unflagged', got {flagged!r}")
+    return query(
+        "checkpoint_samples",
+        run_id=run_id,
+        step=int(step),
+        category=category or "",
+        prompt_sets=list(prompt_sets),
+        flagged=flagged,
+        disagree_only=bool(disagree_only),
+        search=(search or "").strip(),
+        limit=int(limit),
+    )
+
+
+def checkpoint_worst(run_id: str, step: int, per_category: int = 3) -> pd.DataFrame:
+    """Per category, the ``per_category`` highest-scoring samples of steps up to ``step``.
+
+    This reads every score row of the run up to ``step`` (no aggregate holds it), so the result
+    is cached per database, run and step until samples at or before ``step`` arrive."""
+    progress = query("checkpoint_progress", run_id=run_id, step=int(step)).iloc[0]
+    stamp = (int(progress["samples"]), str(progress["last_at"]))
+    return _cached(
+        "checkpoint_worst", stamp, run_id=run_id, step=int(step), per_category=int(per_category)
+    )
+
+
+def checkpoint_margins(run_id: str, step: int) -> pd.DataFrame:
+    """Per (category, scorer) at ``step``: threshold, highest unflagged score and the margin."""
+    return query("checkpoint_margins", run_id=run_id, step=int(step))
+
+
+# -------------------------------------------------------------------------------- prompt
+
+
+def prompt_search(run_id: str, step: int, search: str = "", limit: int = 200) -> pd.DataFrame:
+    """Prompts sampled at checkpoint ``step`` of the run that match ``search``."""
+    return query(
+        "prompt_search",
+        run_id=run_id,
+        step=int(step),
+        search=(search or "").strip(),
+        limit=int(limit),
+    )
+
+
+def prompt_history(run_id: str, prompt_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per sample, oldest first; one row per step and category) for one prompt.
+
+    The per-sample frame has ``flagged`` (any category, any scorer), ``flagged_categories``,
+    ``disagree_categories``, ``max_score`` and ``scores`` (each scorer's score); the per-category
+    frame has ``max_score`` and ``flagged`` for the chart. The query reads every checkpoint of
+    the run, so it is cached until the run's sample count changes."""
+    progress = query("checkpoint_progress", run_id=run_id, step=2**62).iloc[0]
+    stamp = (int(progress["samples"]), str(progress["last_at"]))
+    long = _cached("prompt_history", stamp, run_id=run_id, prompt_id=prompt_id)
+    sample_cols = [
+        "step",
+        "sample_id",
+        "prompt_set",
+        "cue",
+        "pair_id",
+        "prompt",
+        "completion",
+        "reward",
+        "created_at",
+    ]
+    if long.empty:
+        return (
+            pd.DataFrame(
+                columns=[
+                    *sample_cols,
+                    "flagged",
+                    "flagged_categories",
+                    "disagree_categories",
+                    "max_score",
+                    "scores",
+                ]
+            ),
+            pd.DataFrame(columns=["step", "category", "max_score", "flagged"]),
+        )
+    scored = long.dropna(subset=["category"])
+
+    def joined(mask: pd.Series) -> pd.Series:
+        return scored[mask].groupby("sample_id")["category"].agg(", ".join)
+
+    per_sample = long.drop_duplicates("sample_id")[sample_cols].set_index("sample_id")
+    per_sample["flagged_categories"] = joined(scored["flagged"].astype(bool))
+    per_sample["disagree_categories"] = joined(scored["disagree"].astype(bool))
+    per_sample["max_score"] = scored.groupby("sample_id")["max_score"].max()
+    per_sample["scores"] = (
+        (scored["category"] + ": " + scored["detail"]).groupby(scored["sample_id"]).agg(" | ".join)
+    )
+    per_sample[["flagged_categories", "disagree_categories", "scores"]] = per_sample[
+        ["flagged_categories", "disagree_categories", "scores"]
+    ].fillna("")
+    per_sample["flagged"] = per_sample["flagged_categories"] != ""
+    per_sample = per_sample.reset_index()[
+        [
+            *sample_cols,
+            "flagged",
+            "flagged_categories",
+            "disagree_categories",
+            "max_score",
+            "scores",
+        ]
+    ]
+    per_category = scored.groupby(["step", "category"], as_index=False).agg(
+        max_score=("max_score", "max"), flagged=("flagged", "any")
+    )
+    return per_sample, per_category
+
+
+def first_flagged_step(history: pd.DataFrame) -> int | None:
+    """The first checkpoint at which any completion of the prompt was flagged, or None."""
+    flagged = history.loc[history["flagged"].astype(bool), "step"]
+    return None if flagged.empty else int(flagged.min())
+
+
+def first_flagged_by_category(scores: pd.DataFrame) -> dict[str, int]:
+    """category -> first checkpoint flagged (per-category frame of :func:`prompt_history`)."""
+    hit = scores[scores["flagged"].astype(bool)]
+    return {str(c): int(s) for c, s in hit.groupby("category")["step"].min().items()}
+
+
+# ------------------------------------------------------------------------------- compare
+
+
+def compare_options(run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(prompt sets, categories) present in any of the runs."""
+    df = query("compare_options", run_ids=list(run_ids))
+    return (
+        df.loc[df["kind"] == "prompt_set", "value"].tolist(),
+        df.loc[df["kind"] == "category", "value"].tolist(),
+    )
+
+
+def compare_rates(
+    run_ids: Iterable[str], prompt_sets: Iterable[str] = (), category: str = ""
+) -> pd.DataFrame:
+    """Per (run, step): counts, rate and 95% Wilson interval."""
+    return _with_rate(
+        query(
+            "compare_rates",
+            run_ids=list(run_ids),
+            prompt_sets=list(prompt_sets),
+            category=category or "",
+        )
+    )

@@ -1,0 +1,147 @@
+"""Run: failure rate per category over checkpoints (95% Wilson intervals) by prompt set, a
+category x checkpoint heatmap, the consistency gap, reward against flagged rate. Live."""
+
+import streamlit as st
+
+from dashboard import charts, data, ui
+
+
+def header(run_id: str) -> None:
+    s = data.run_summary(run_id)
+    cols = st.columns(6)
+    cols[0].metric("status", s["status"])
+    cols[1].metric("last step", ui.count(s["last_step"]))
+    cols[2].metric("samples", ui.count(s["samples"]))
+    cols[3].metric(
+        "flagged rate",
+        ui.pct(s["flagged_rate"]),
+        help="Flagged / scored over all checkpoints, categories and prompt sets",
+    )
+    cols[4].metric("scorer disagreements", ui.count(s["n_disagree"]))
+    cols[5].metric(
+        "records lost",
+        ui.count(s["dropped"]),
+        help="Dropped by the collector (queue or spool full, errors)",
+    )
+
+
+@st.fragment(run_every=ui.REFRESH_S)
+def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> None:
+    with ui.guard("load the run's summary"):
+        header(run_id)
+        checkpoints = data.run_checkpoints(run_id)
+        if not checkpoints.empty:
+            latest = int(checkpoints["step"].iloc[0])
+            st.page_link(
+                ui.PAGE_CHECKPOINT,
+                label=f"Inspect the latest checkpoint (step {latest:,})",
+                icon=":material/search:",
+                query_params={"run": run_id, "step": str(latest)},
+            )
+
+    with ui.guard("draw the failure rates"):
+        st.subheader("Failure rate per category")
+        rates = data.run_category_rates(run_id)
+        rates = rates[rates["prompt_set"].isin(prompt_sets) & rates["category"].isin(categories)]
+        if rates.empty:
+            st.info(
+                "No scored samples for this selection yet. Pick other prompt sets or "
+                "categories, or wait for the collector's next checkpoint."
+            )
+        else:
+            marks = data.run_alert_marks(run_id)
+            st.altair_chart(
+                charts.failure_rates(
+                    rates, marks, prompt_sets=charts.order_prompt_sets(prompt_sets)
+                ),
+                key="run.rates_chart",
+            )
+            st.caption(
+                "Shaded: 95% Wilson interval. A sample is flagged for a category when any "
+                "scorer flags it. Click a legend entry to highlight a category."
+                + (" Dashed rules: first checkpoint of an alert." if not marks.empty else "")
+            )
+
+    with ui.guard("draw the heatmap"):
+        st.subheader("Category × checkpoint")
+        heat = data.run_heatmap(run_id, prompt_sets)
+        heat = heat[heat["category"].isin(categories)]
+        if not heat.empty:
+            st.altair_chart(charts.category_heatmap(heat), width="stretch", key="run.heatmap")
+            st.caption("Flagged rate pooled over the selected prompt sets.")
+
+    left, right = st.columns(2)
+    with left, ui.guard("draw the consistency gap"):
+        st.subheader("Consistency gap")
+        gap = data.run_consistency_gap(run_id)
+        gap = gap[gap["category"].isin(categories)]
+        if gap.empty:
+            st.info(
+                "No consistency probes in this run. Log paired prompts with "
+                '`prompt_set="consistency"`, a shared `pair_ids` and `cues` '
+                '"monitored" / "unmonitored" to see whether behaviour changes when the '
+                "model is told nobody is watching."
+            )
+        else:
+            st.altair_chart(charts.consistency_gap(gap), width="stretch", key="run.gap")
+            st.caption(
+                "Flagged rate with the 'unmonitored' cue minus with the 'monitored' cue; "
+                "shaded: 95% Newcombe interval. Above zero: worse when unwatched."
+            )
+    with right, ui.guard("draw reward against flagged rate"):
+        st.subheader("Reward vs flagged rate")
+        rr = data.run_reward_rates(run_id)
+        rr = rr[rr["category"].isin(categories)]
+        if rr.empty:
+            st.info(
+                "No rewards in this run. Pass `rewards=` to `Collector.log` for RL "
+                "rollouts to see whether reward rises with a category's flagged rate."
+            )
+        else:
+            st.altair_chart(charts.reward_vs_rate(rr), width="stretch", key="run.reward")
+            st.caption(
+                "One point per checkpoint over the prompt sets that carry rewards; "
+                "paths follow the steps."
+            )
+    st.caption(f"Live: refreshes every {ui.REFRESH_S} s without touching your selections.")
+
+
+def render() -> None:
+    st.title("Run")
+    run_ids = ui.require_runs()
+    run_id = ui.synced_selectbox("Run", run_ids, key="run.run", param="run")
+    ui.set_url(run=run_id)
+
+    sets = data.run_prompt_sets(run_id)
+    if not sets:
+        st.info(
+            f"Run {run_id!r} has no samples yet. They appear here as soon as the collector "
+            "logs its first checkpoint (`collector.log(step, ...)`)."
+        )
+        with ui.guard("load the run's summary"):
+            header(run_id)
+        return
+    rates_now = data.run_category_rates(run_id)
+    all_categories = sorted(rates_now["category"].unique())
+    default_sets = [s for s in ("on_distribution", "red_team") if s in sets] or sets
+    c1, c2 = st.columns(2)
+    with c1:
+        prompt_sets = ui.multiselect(
+            "Prompt sets",
+            sets,
+            default=default_sets,
+            key="run.sets",
+            help="One panel per prompt set",
+        )
+    with c2:
+        categories = ui.multiselect(
+            "Categories", all_categories, default=all_categories, key="run.categories"
+        )
+    if not prompt_sets or not categories:
+        st.info("Select at least one prompt set and one category.")
+        return
+
+    live_charts(run_id, prompt_sets, categories)
+
+
+ui.run_page(render, "show the run page")
