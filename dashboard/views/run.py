@@ -8,7 +8,7 @@ from dashboard import charts, data, ui
 
 def header(run_id: str) -> None:
     s = data.run_summary(run_id)
-    cols = st.columns(6)
+    cols = st.columns([1.5, 1, 1, 1, 1.3, 1])
     cols[0].metric("status", s["status"])
     cols[1].metric("last step", ui.count(s["last_step"]))
     cols[2].metric("samples", ui.count(s["samples"]))
