@@ -99,6 +99,7 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
     from runwatch.kafka_broker import Broker, free_port, port_open
     from runwatch.db import view_group_id
 
+    _stop_on_signals()
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     db = Path(db) if db else DEMO_DIR / "demo.duckdb"
     run_id = f"demo-{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -177,6 +178,20 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
         _say("stopped the monitor and the broker")
     result["sql"] = f'runwatch sql --db {db} "SELECT ... FROM checkpoint_categories ..."'
     return result
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both shut everything down cleanly (also when the demo was started
+    from a script, where SIGINT is inherited as ignored)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _stop(proc: subprocess.Popen) -> None:
