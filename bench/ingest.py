@@ -1,16 +1,22 @@
 """Ingest benchmark: materializer (Kafka -> DuckDB, exactly-once) against a bare kafka-python
 consumer reading the same topic, in one run.
 
-    .venv/bin/python -m bench.ingest [--samples 200000] [--bootstrap HOST:PORT]
+    .venv/bin/python -m bench.ingest [--samples 200000] [--bootstrap HOST:PORT] [--repeat 3]
+                                     [--prefix EXISTING_PREFIX]
 
-Produces the samples with ``runwatch loadgen`` code (5 scores per sample), then times
-(a) a bare consumer that only fetches every message of the samples topic, and
-(b) the materializer from an empty DuckDB file until caught up.
+Produces the samples with ``runwatch loadgen`` code (5 scores per sample; ``--prefix`` reuses
+topics a previous run produced), then times (a) a bare consumer that only fetches every message
+of the samples topic, and (b) the materializer from an empty DuckDB file until caught up,
+``--repeat`` times each (best and median are reported). Besides wall time it reports the CPU
+time the materializer used and the load average: on a shared machine, wall time alone mostly
+measures the neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -46,43 +52,91 @@ def materialize(bootstrap: str, prefix: str, db: Path):
 
     store = Store(db)
     mat = Materializer(store, bootstrap_servers=bootstrap, topic_prefix=prefix)
-    started = time.perf_counter()
+    cpu0, started = time.process_time(), time.perf_counter()
     stats = mat.run(until_idle=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
     mat.close()
     store.close()
-    return seconds, stats
+    return seconds, cpu, stats
+
+
+def count_samples(bootstrap: str, prefix: str) -> int:
+    """Samples in an existing samples topic (for --prefix)."""
+    import orjson
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    topic = f"{prefix}.samples"
+    tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(tps)
+    end = consumer.end_offsets(tps)
+    consumer.seek_to_beginning(*tps)
+    n = 0
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        for batch in consumer.poll(timeout_ms=200).values():
+            n += sum(len(orjson.loads(m.value)["records"]) for m in batch)
+    consumer.close()
+    return n
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=200_000)
     p.add_argument("--bootstrap", default=None, help="existing broker (default: start one)")
+    p.add_argument("--repeat", type=int, default=1, help="time each reader this many times")
+    p.add_argument("--prefix", default=None, help="reuse the topics of an earlier run")
     args = p.parse_args(argv)
 
     from runwatch.loadgen import run_loadgen
 
     with broker_or(args.bootstrap) as bootstrap:
-        prefix = f"bench{uuid.uuid4().hex[:8]}"
-        per_ckpt = 5_000
-        checkpoints = max(1, args.samples // per_ckpt)
-        produced = run_loadgen(bootstrap_servers=bootstrap, runs=1, checkpoints=checkpoints,
-                               samples=per_ckpt, topic_prefix=prefix, seed=1)
-        n = produced.samples
-        bare_s, messages, nbytes = bare_consume(bootstrap, f"{prefix}.samples")
-        with tempfile.TemporaryDirectory() as d:
-            mat_s, stats = materialize(bootstrap, prefix, Path(d) / "bench.duckdb")
-        assert stats.samples == n, (stats.samples, n)
-    bare_rate, mat_rate = n / bare_s, n / mat_s
+        if args.prefix:
+            prefix, producer_rate = args.prefix, None
+            n = count_samples(bootstrap, prefix)
+        else:
+            prefix = f"bench{uuid.uuid4().hex[:8]}"
+            per_ckpt = 5_000
+            checkpoints = max(1, args.samples // per_ckpt)
+            produced = run_loadgen(bootstrap_servers=bootstrap, runs=1, checkpoints=checkpoints,
+                                   samples=per_ckpt, topic_prefix=prefix, seed=1)
+            n, producer_rate = produced.samples, produced.rate
+        load_before = os.getloadavg()[0]
+        bare, mats = [], []
+        for _ in range(args.repeat):
+            bare_s, messages, nbytes = bare_consume(bootstrap, f"{prefix}.samples")
+            bare.append(bare_s)
+            with tempfile.TemporaryDirectory() as d:
+                mat_s, cpu_s, stats = materialize(bootstrap, prefix, Path(d) / "bench.duckdb")
+            assert stats.samples == n, (stats.samples, n)
+            mats.append((mat_s, cpu_s, stats.batches))
+        load_after = os.getloadavg()[0]
+    bare_best, bare_median = min(bare), statistics.median(bare)
+    mat_best = min(mats)
+    mat_median = statistics.median(m[0] for m in mats)
+    cpu = statistics.median(m[1] for m in mats)
     rows = [
-        ["bare kafka-python consumer", f"{n:,}", f"{bare_s:.2f}", f"{bare_rate:,.0f}", f"{nbytes / bare_s / 1e6:.0f}"],
-        ["runwatch materializer (exactly-once)", f"{n:,}", f"{mat_s:.2f}", f"{mat_rate:,.0f}", f"{nbytes / mat_s / 1e6:.0f}"],
+        ["bare kafka-python consumer", f"{n:,}", f"{bare_best:.2f}", f"{n / bare_best:,.0f}",
+         f"{n / bare_median:,.0f}", f"{nbytes / bare_best / 1e6:.0f}", ""],
+        ["runwatch materializer (exactly-once)", f"{n:,}", f"{mat_best[0]:.2f}", f"{n / mat_best[0]:,.0f}",
+         f"{n / mat_median:,.0f}", f"{nbytes / mat_best[0] / 1e6:.0f}",
+         f"{cpu:.2f} s ({cpu / n * 1e6:.1f} µs/sample)"],
     ]
-    print_table("Ingest: Kafka -> DuckDB", ["reader", "samples", "seconds", "samples/s", "MB/s"], rows)
-    print(f"ratio materializer / bare consumer: {mat_rate / bare_rate:.1%}  "
-          f"({messages} messages, {nbytes / n:.0f} bytes per sample, producer {produced.rate:,.0f} samples/s)")
-    result = {"samples": n, "bare_samples_per_s": bare_rate, "materializer_samples_per_s": mat_rate,
-              "ratio": mat_rate / bare_rate, "bytes_per_sample": nbytes / n}
+    print_table("Ingest: Kafka -> DuckDB", ["reader", "samples", "seconds (best)", "samples/s (best)",
+                                            "samples/s (median)", "MB/s", "materializer CPU (median)"], rows)
+    ratio = bare_best / mat_best[0]
+    print(f"ratio materializer / bare consumer (best runs): {ratio:.1%}  ({messages} messages, "
+          f"{nbytes / n:.0f} bytes per sample, {mat_best[2]} transactions"
+          + (f", producer {producer_rate:,.0f} samples/s" if producer_rate else "")
+          + f"; load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores)")
+    result = {"samples": n, "repeat": args.repeat,
+              "bare_samples_per_s": n / bare_best, "bare_samples_per_s_median": n / bare_median,
+              "materializer_samples_per_s": n / mat_best[0],
+              "materializer_samples_per_s_median": n / mat_median,
+              "materializer_cpu_s_median": cpu, "materializer_cpu_us_per_sample": cpu / n * 1e6,
+              "transactions": mat_best[2], "ratio": ratio, "bytes_per_sample": nbytes / n,
+              "load_average": [load_before, load_after]}
     save_json("ingest", result)
     return result
 
