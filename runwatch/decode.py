@@ -5,7 +5,7 @@ else, a dead letter with a reason a person can act on. Checks follow
 ``collectors/schema/wire-v1.schema.json`` (the test suite checks the two agree), written out by
 hand because a generic JSON Schema validator is ~50x slower at ingest rates. On top of the
 schema, values the store cannot hold are refused with a reason (integers above 2**63-1,
-timestamps it cannot convert, objects nested deeper than 500 levels, strings that are not strict
+timestamps it cannot convert, objects nested deeper than 800 levels, strings that are not strict
 JSON such as lone surrogates) rather than stopping the materializer: before, each of these
 raised in the store and stopped it at the same message on every restart.
 
@@ -39,7 +39,7 @@ MAX_ID = 200
 MAX_TEXT = 65536
 MAX_SCORES = 1000
 MAX_INT64 = 2**63 - 1  # BIGINT columns
-MAX_NESTING = 500  # meta, config, metrics...: objects nested deeper cannot be written back as JSON
+MAX_NESTING = 800  # meta, config, metrics...: deeper, writing them back as JSON could hit the recursion limit
 MIN_TS = -62135596800.0  # event ts: 0001-01-01T00:00:00Z, what Python's datetime can hold...
 MAX_TS = 253402300800.0  # ...up to 10000-01-01T00:00:00Z (exclusive)
 MAX_CREATED_AT = 9.2e12  # sample created_at: |seconds| below this fit a TIMESTAMP (int64 microseconds)
