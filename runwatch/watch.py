@@ -931,22 +931,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``runwatch watch`` on its own: ``main(["DIR", "--run-id", ...])`` (a leading "watch" is
-    accepted too)."""
+    accepted too). Parsing and error reporting are the CLI's own."""
+    from runwatch.cli import main as cli_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["watch"]:
         argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="runwatch watch",
-                                     description="Evaluate each new checkpoint in a directory.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except RunwatchError as exc:
-        print(f"runwatch: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("runwatch: interrupted", file=sys.stderr)
-        return 130
+    return cli_main(["watch", *argv])
 
 
 if __name__ == "__main__":
