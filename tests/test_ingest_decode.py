@@ -242,7 +242,7 @@ def test_records_only_the_lenient_parser_reads_are_dead_letters():
     # orjson refuses these; json reads them; DuckDB could not store them.
     for doc in (batch([sample(0, completion="\ud800")]), sample(0, completion="\udc00 x"),
                 batch([sample(0, meta={"a": float("inf")})]), batch([sample(0, reward=10**400)])):
-        value = json.dumps(doc, ensure_ascii=True).encode()  # \udXXX escapes, Infinity, 1e400-ish
+        value = json.dumps(doc, ensure_ascii=True).encode()  # \u-escaped surrogates, Infinity, 1e400-ish
         samples, events, dead = decode(value)
         assert not samples and not events and len(dead) == 1, (value[:200], dead)
         assert dead[0].reason.startswith("bad JSON") or "finite" in dead[0].reason
