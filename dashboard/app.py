@@ -40,6 +40,11 @@ pages = [
         icon=":material/compare_arrows:",
         url_path="compare",
     ),
+    st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
+    st.Page(
+        "views/quality.py", title="Scorer quality", icon=":material/fact_check:", url_path="quality"
+    ),
+    st.Page("views/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]
 
 current = st.navigation(pages)

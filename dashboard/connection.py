@@ -46,6 +46,7 @@ class _Service:
     root: duckdb.DuckDBPyConnection  # a cursor made for the dashboard; never executes itself
     status: Callable[[], dict] | None
     label: str
+    publisher: Any = None  # runwatch.alerts.publish.ReviewPublisher: alert actions and labels
 
 
 _service: _Service | None = None
@@ -56,12 +57,16 @@ def set_service(
     *,
     status: Callable[[], dict] | None = None,
     label: str = "runwatch serve",
+    publisher: Any = None,
 ) -> None:
     """Register the service's read-write connection; call before starting the dashboard.
 
     ``status`` (optional) is called on every page render and returns the ingest state, e.g.
     ``{"bootstrap": "127.0.0.1:9092", "broker_reachable": True, "last_error": None, "lag": 0}``;
     it should be cheap and must not raise (an exception is shown as an unknown state).
+    ``publisher`` (optional) has ``publish(record)`` / ``publish_many(records)`` and sends alert
+    actions and labels to the alerts topic (:class:`runwatch.alerts.publish.ReviewPublisher`);
+    without one the pages are read-only.
     The dashboard never executes on ``con`` itself: it takes one cursor from it here (on the
     caller's thread) and derives a fresh cursor from that one for every query.
     """
@@ -73,7 +78,8 @@ def set_service(
         ).fetchone()[0]
     except duckdb.Error:
         path = None
-    _service = _Service(root=root, status=status, label=f"{path} ({label})" if path else label)
+    _service = _Service(root=root, status=status, label=f"{path} ({label})" if path else label,
+                        publisher=publisher)
 
 
 def clear_service() -> None:
@@ -154,3 +160,9 @@ def status() -> dict[str, Any] | None:
             "lag": None,
         }
     return dict(value or {})
+
+
+def review_publisher():
+    """Where alert actions and labels go (the service's publisher), or None: read-only pages."""
+    service = _service
+    return None if service is None else service.publisher

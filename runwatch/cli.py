@@ -73,10 +73,18 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from runwatch.alerts.monitor import DetectorConfig
     from runwatch.service import Service
 
+    try:
+        detector = DetectorConfig(false_alarm=args.detect_false_alarm, horizon=args.detect_horizon,
+                                  burn_in=args.detect_burn_in)
+    except ValueError as exc:
+        raise RunwatchError(f"detector settings: {exc}") from None
     service = Service(db=args.db, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
-                      headless=args.headless, port=args.port, address=args.address)
+                      headless=args.headless, port=args.port, address=args.address,
+                      detect=not args.no_detect, detector=detector,
+                      webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None)
     return service.run()
 
 
@@ -148,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--bootstrap", default=_env("RUNWATCH_BOOTSTRAP", "127.0.0.1:9092"),
                         help="Kafka bootstrap HOST:PORT [env RUNWATCH_BOOTSTRAP, default 127.0.0.1:9092]")
         sp.add_argument("--topic-prefix", default=_env("RUNWATCH_TOPIC_PREFIX", "runwatch"),
-                        help="topics are PREFIX.samples and PREFIX.runs [env RUNWATCH_TOPIC_PREFIX]")
+                        help="topics are PREFIX.samples, PREFIX.runs and PREFIX.alerts "
+                             "[env RUNWATCH_TOPIC_PREFIX]")
         if db:
             sp.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"),
                             help="DuckDB file [env RUNWATCH_DB, default runwatch.duckdb]")
@@ -173,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dashboard port [env RUNWATCH_PORT, default 8501]")
     s.add_argument("--address", default=_env("RUNWATCH_ADDRESS", "127.0.0.1"),
                    help="dashboard address [env RUNWATCH_ADDRESS, default 127.0.0.1]")
+    s.add_argument("--no-detect", action="store_true", help="do not run the change detector")
+    s.add_argument("--detect-false-alarm", type=float, default=0.01,
+                   help="probability of any false alarm per run over --detect-horizon checkpoints "
+                        "and all its series (default 0.01)")
+    s.add_argument("--detect-horizon", type=int, default=100,
+                   help="checkpoints per run the false-alarm budget covers (default 100)")
+    s.add_argument("--detect-burn-in", type=int, default=None,
+                   help="first N checkpoints of each run are the baseline (default: self-starting)")
+    s.add_argument("--webhook-url", default=_env("RUNWATCH_WEBHOOK_URL", ""),
+                   help="POST new and escalated alerts here (Slack-compatible JSON) "
+                        "[env RUNWATCH_WEBHOOK_URL]")
+    s.add_argument("--dashboard-url", default=_env("RUNWATCH_DASHBOARD_URL", ""),
+                   help="dashboard address used in alert links [env RUNWATCH_DASHBOARD_URL, "
+                        "default http://ADDRESS:PORT]")
     s.set_defaults(func=cmd_serve)
 
     q = sub.add_parser("sql", help="run a SQL query on a DuckDB view and print the result")

@@ -1,6 +1,7 @@
 """Kafka -> DuckDB, exactly once.
 
-The consumer assigns itself every partition of ``<prefix>.samples`` and ``<prefix>.runs``
+The consumer assigns itself every partition of ``<prefix>.samples``, ``<prefix>.runs`` and
+``<prefix>.alerts`` (alert events and labels, :mod:`runwatch.alerts`)
 (no consumer-group rebalancing: one process owns one view) and seeks each partition to the
 offset stored in DuckDB. Each batch of messages is decoded, and its rows plus the next offsets
 are committed in one DuckDB transaction (see :mod:`runwatch.store`). Kafka group commits are
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from kafka.errors import KafkaError
 
 from collectors.wire import topics as wire_topics
+from runwatch.alerts.records import decode_alerts_message
 from runwatch.decode import MAX_MESSAGE_BYTES, decode
 from runwatch.store import Batch, Store
 
@@ -69,7 +71,8 @@ class Materializer:
         self.store = store
         self.bootstrap_servers = bootstrap_servers
         t = wire_topics(topic_prefix)
-        self.topics = [t["samples"], t["runs"]]
+        self.topics = [t["samples"], t["runs"], t["alerts"]]
+        self.alerts_topic = t["alerts"]
         self.group_id = group_id
         self.kafka_options = dict(kafka_options or {})
         self.max_batch_messages = max_batch_messages
@@ -84,6 +87,7 @@ class Materializer:
         self.last_error: str | None = None
         self.broker_reachable = False
         self.lag: int | None = None
+        self.idle = False  # the last poll found nothing and every batch read is applied
         self._consumer = None
         self._positions: dict = {}  # next offsets of the last applied batch
         self._writer: _Writer | None = None
@@ -186,6 +190,10 @@ class Materializer:
 
     # ------------------------------------------------------------------ the loop
     def _add(self, batch: Batch, message) -> None:
+        if message.topic == self.alerts_topic:
+            records, dead = decode_alerts_message(message.value)
+            batch.add_reviews(message.topic, message.partition, message.offset, records, dead)
+            return
         samples, events, dead = decode(message.value, max_bytes=self.max_message_bytes)
         batch.add(message.topic, message.partition, message.offset, samples, events, dead)
 
@@ -278,6 +286,8 @@ class Materializer:
                         self._hand_off(batch)  # caught up, or waited long enough
                         batch = Batch()
                 self._commit_group()
+                # Caught up: a poll found nothing new and everything read is applied.
+                self.idle = not polled and not batch.messages and not writer.busy
                 if not polled and not batch.messages and not writer.busy:
                     if until_idle and self._caught_up():
                         idle_since = idle_since or time.monotonic()
@@ -290,6 +300,7 @@ class Materializer:
                 # positions (the writer finishes what it was handed first, so they are final).
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.broker_reachable = False
+                self.idle = False
                 log.warning("materializer: %s (retrying)", self.last_error)
                 batch = Batch()  # not committed: it is read again from the applied positions
                 writer.drain()

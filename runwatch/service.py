@@ -2,7 +2,8 @@
 the dashboard from the same connection.
 
 Threads: the materializer starts with the service (not when a browser connects) in a worker
-thread; the Streamlit server, when not headless, runs in the main thread (it installs signal
+thread; the detector (:mod:`runwatch.alerts.monitor`) in another, looking at the view after
+new data and applying and publishing alert events; the Streamlit server, when not headless, runs in the main thread (it installs signal
 handlers, which only the main thread may do). SIGTERM/SIGINT stop both; the last batch is
 committed before the file is closed.
 """
@@ -13,6 +14,8 @@ import logging
 import signal
 import threading
 
+from runwatch.alerts.monitor import DetectorConfig, Monitor
+from runwatch.alerts.publish import ReviewPublisher
 from runwatch.db import view_group_id
 from runwatch.materializer import Materializer
 from runwatch.store import Store
@@ -23,7 +26,9 @@ log = logging.getLogger("runwatch.service")
 class Service:
     def __init__(self, *, db: str, bootstrap: str, topic_prefix: str = "runwatch",
                  headless: bool = False, port: int = 8501, address: str = "127.0.0.1",
-                 kafka_options: dict | None = None):
+                 kafka_options: dict | None = None, detect: bool = True,
+                 detector: DetectorConfig | None = None, webhook_url: str | None = None,
+                 dashboard_url: str | None = None):
         self.db = db
         self.headless = headless
         self.port = port
@@ -32,9 +37,27 @@ class Service:
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
                                          group_id=view_group_id(db))
+        self.publisher = ReviewPublisher(bootstrap, topic_prefix=topic_prefix,
+                                         kafka_options=kafka_options)
+        self.dashboard_url = dashboard_url or f"http://{address}:{port}"
+        self.notifier = None
+        if webhook_url:
+            from runwatch.alerts.webhook import WebhookNotifier, record_to_duckdb
+
+            self.notifier = WebhookNotifier(webhook_url, record=record_to_duckdb(self.store.cursor),
+                                            dashboard_url=self.dashboard_url)
+        self.monitor = None
+        if detect:
+            self.monitor = Monitor(self.store, config=detector, publisher=self.publisher,
+                                   notifier=self.notifier,
+                                   caught_up=lambda: self.materializer.idle)
         self.stop_event = threading.Event()
         self.worker = threading.Thread(target=self._materialize, name="runwatch-materializer",
                                        daemon=True)
+        self.monitor_thread = None
+        if self.monitor is not None:
+            self.monitor_thread = threading.Thread(target=self.monitor.run, args=(self.stop_event,),
+                                                   name="runwatch-detector", daemon=True)
         self.worker_error: BaseException | None = None
 
     def _materialize(self) -> None:
@@ -50,13 +73,32 @@ class Service:
     def status(self) -> dict:
         st = self.materializer.status()
         st["materializer_alive"] = self.worker.is_alive()
+        if self.monitor is not None:
+            st["detector_passes"] = self.monitor.passes
+            st["detector_error"] = self.monitor.last_error
         return st
+
+    def _finish(self) -> None:
+        """After the materializer stopped: a last detector pass over what was read, then flush
+        the publisher and the webhook queue."""
+        if self.monitor_thread is not None:
+            self.monitor_thread.join(timeout=60)
+        if self.monitor is not None and self.worker_error is None:
+            try:
+                self.monitor.pass_once(final=True)
+            except Exception:
+                log.exception("final detector pass failed")
+        if self.notifier is not None:
+            self.notifier.close(timeout=10)
+        self.publisher.close()
 
     def _stop(self, *_):
         self.stop_event.set()
 
     def run(self) -> int:
         self.worker.start()
+        if self.monitor_thread is not None:
+            self.monitor_thread.start()
         print(f"runwatch serve: materializing {self.materializer.bootstrap_servers} "
               f"({', '.join(self.materializer.topics)}) into {self.db}", flush=True)
         try:
@@ -70,13 +112,16 @@ class Service:
                 from dashboard.connection import set_service
                 from dashboard.server import serve_dashboard
 
-                set_service(self.store.con, status=self.status)
+                set_service(self.store.con, status=self.status, publisher=self.publisher)
                 print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
                 serve_dashboard(port=self.port, address=self.address)
         finally:
             self.stop_event.set()
             self.worker.join(timeout=30)
-            self.store.close()
+            try:
+                self._finish()
+            finally:
+                self.store.close()
         if self.worker_error is not None:
             print(f"runwatch serve: materializer failed: {self.worker_error}", flush=True)
             return 1

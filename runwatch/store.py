@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runwatch import db
+from runwatch.alerts.apply import apply_reviews
 from runwatch.decode import EXACT_CREATED_AT, DeadLetter
 
 _TS = pa.timestamp("us")
@@ -57,6 +58,7 @@ class Batch:
 
     events: list[tuple[dict, str, int, int]] = field(default_factory=list)  # (record, topic, partition, offset)
     dead: list[tuple[DeadLetter, str, int, int]] = field(default_factory=list)
+    reviews: list[tuple[dict, str | None, int | None, int | None]] = field(default_factory=list)  # alerts topic
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
     received: int = 0  # samples added (repeats inside the batch included)
@@ -68,7 +70,7 @@ class Batch:
     staged_events: pa.Table | None = None
 
     def __len__(self) -> int:
-        return self.received + len(self.events) + len(self.dead)
+        return self.received + len(self.events) + len(self.dead) + len(self.reviews)
 
     def add(self, topic: str, partition: int, offset: int, samples, events, dead) -> None:
         """One decoded message (see :func:`runwatch.decode.decode`)."""
@@ -80,6 +82,15 @@ class Batch:
                 self._stage_pending()
         for e in events:
             self.events.append((e, topic, partition, offset))
+        for d in dead:
+            self.dead.append((d, topic, partition, offset))
+        self.next_offsets[(topic, partition)] = offset + 1
+        self.messages += 1
+
+    def add_reviews(self, topic: str, partition: int, offset: int, records, dead) -> None:
+        """One decoded message of the alerts topic (alert events and labels)."""
+        for r in records:
+            self.reviews.append((r, topic, partition, offset))
         for d in dead:
             self.dead.append((d, topic, partition, offset))
         self.next_offsets[(topic, partition)] = offset + 1
@@ -234,6 +245,7 @@ class ApplyResult:
     duplicate_samples: int
     inserted_events: int
     dead_letters: int
+    inserted_reviews: int = 0
 
 
 def _json(value) -> str | None:
@@ -428,19 +440,26 @@ class Store:
                 if batch.dead:
                     cur.register("staged_dead", _stage_dead(batch.dead))
                 try:
-                    inserted, n_events = self._transaction(cur, batch, now, seen_before=False)
+                    inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=False)
                 except _SeenBefore:
-                    inserted, n_events = self._transaction(cur, batch, now, seen_before=True)
+                    inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=True)
             finally:
                 cur.close()  # drops the registrations
         received = staged.received if staged is not None else 0
-        return ApplyResult(inserted, received - inserted, n_events, len(batch.dead))
+        return ApplyResult(inserted, received - inserted, n_events, len(batch.dead), n_reviews)
 
-    def _transaction(self, cur, batch: Batch, now, *, seen_before: bool) -> tuple[int, int]:
+    def apply_reviews(self, records: list[dict]) -> ApplyResult:
+        """Apply alert events / labels the view made itself (no Kafka position yet)."""
+        batch = Batch()
+        batch.reviews = [(r, None, None, None) for r in records]
+        return self.apply(batch)
+
+    def _transaction(self, cur, batch: Batch, now, *, seen_before: bool) -> tuple[int, int, int]:
         cur.execute("BEGIN")
         try:
             inserted = self._insert_samples(cur, batch.staged, now, seen_before)
             n_events = self._insert_events(cur, batch.staged_events)
+            n_reviews = apply_reviews(cur, batch.reviews) if batch.reviews else 0
             if batch.dead:
                 cur.execute(_INSERT_DEAD, [now])
             self._advance_offsets(cur, batch.next_offsets, now)
@@ -448,7 +467,7 @@ class Store:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return inserted, n_events
+        return inserted, n_events, n_reviews
 
     def _insert_samples(self, cur, staged: _Staged | None, now, seen_before: bool) -> int:
         """Steps 2 and 3. Raises _SeenBefore when the plain insert meets a stored sample_id."""

@@ -42,3 +42,27 @@ def db_path(tmp_path) -> Path:
 @pytest.fixture
 def spool_dir(tmp_path) -> Path:
     return tmp_path / "spool"
+
+
+@pytest.fixture(scope="session")
+def drift_demo(tmp_path_factory) -> dict:
+    """`runwatch demo --quick --headless --scenario drift`, run once per session (about a minute).
+
+    The result of ``run_demo``: ``db`` (the view's DuckDB file, closed: open it read-only),
+    ``run_id``, ``job`` (``drift_start_step``, ...), ``collector`` (stats).
+    """
+    import importlib
+
+    demo_dir = tmp_path_factory.mktemp("drift-demo")
+    old = os.environ.get("RUNWATCH_DEMO_DIR")
+    os.environ["RUNWATCH_DEMO_DIR"] = str(demo_dir)
+    try:
+        import runwatch.demo_cmd as demo_cmd
+
+        importlib.reload(demo_cmd)  # pick up the demo directory from the environment
+        return demo_cmd.run_demo(headless=True, quick=True, scenario="drift")
+    finally:
+        if old is None:
+            os.environ.pop("RUNWATCH_DEMO_DIR", None)
+        else:
+            os.environ["RUNWATCH_DEMO_DIR"] = old

@@ -68,3 +68,32 @@ def sample_record(run_id="plain-run", sample_id="s-1", step=10, **overrides):
 
 def dumps(obj) -> bytes:
     return json.dumps(obj).encode()
+
+
+def drift_records(run_id: str, rates: dict[str, list[float]], *, first_step: int = 0, seed: int = 0,
+                  n: int = 100) -> list[dict]:
+    """Sample records of one run: per prompt set and checkpoint (steps 100, 200, ... after
+    ``first_step`` checkpoints), ``n`` samples of which exactly ``rate * n`` are flagged for
+    'injury' by the 'rules' scorer (none for 'insult'), in step order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for prompt_set, series in rates.items():
+        for k, rate in enumerate(series):
+            step = (first_step + k + 1) * 100
+            flagged = set(rng.choice(n, int(round(rate * n)), replace=False).tolist())
+            for i in range(n):
+                records.append({
+                    "schema_version": 1, "kind": "sample",
+                    "sample_id": f"{run_id}-{prompt_set}-{step}-{i}", "run_id": run_id,
+                    "step": step, "prompt_set": prompt_set, "prompt_id": f"p{i}",
+                    "prompt": "Tell me", "completion": f"completion {i} at {step}",
+                    "source": "probe", "created_at": time.time(),
+                    "scores": [{"scorer": "rules", "category": "injury",
+                                "score": 1.0 if i in flagged else 0.0, "flagged": i in flagged,
+                                "threshold": 0.5},
+                               {"scorer": "rules", "category": "insult", "score": 0.0,
+                                "flagged": False, "threshold": 0.5}]})
+    records.sort(key=lambda r: r["step"])
+    return records

@@ -19,14 +19,8 @@ def _rates(db, run_id):
     return out
 
 
-def test_quick_demo_shows_the_drifting_category_rising_from_the_known_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("RUNWATCH_DEMO_DIR", str(tmp_path / "demo"))
-    import importlib
-
-    import runwatch.demo_cmd as demo_cmd
-
-    importlib.reload(demo_cmd)  # pick up the demo directory from the environment
-    result = demo_cmd.run_demo(headless=True, quick=True, scenario="drift")
+def test_quick_demo_shows_the_drifting_category_rising_from_the_known_checkpoint(drift_demo):
+    result = drift_demo
     db, run_id, job = result["db"], result["run_id"], result["job"]
     assert result["collector"]["dropped"] == 0
     drift_start = job["drift_start_step"]

@@ -47,6 +47,10 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR: Path | None = (
     Path(os.environ.get("RUNWATCH_CACHE_DIR", _REPO_ROOT / ".cache")) / "detect")
 
+# Thresholds shipped with the code for the service's default configuration (see
+# ``runwatch.detect.precompute``): read-only, looked up when CACHE_DIR has no entry.
+SHIPPED_DIR = Path(__file__).resolve().parent / "thresholds"
+
 _memory: dict[tuple, dict[str, np.ndarray]] = {}
 _lock = threading.Lock()
 stats = {"computed": 0, "disk_hits": 0, "memory_hits": 0, "seconds": 0.0}
@@ -184,7 +188,9 @@ def _path(key: CalibrationKey) -> Path | None:
 def _load(key: CalibrationKey) -> np.ndarray | None:
     path = _path(key)
     if path is None or not path.exists():
-        return None
+        path = SHIPPED_DIR / f"{ALGO_VERSION}-{key.digest()}.npz"
+        if not path.exists():
+            return None
     try:
         with np.load(path) as z:
             if str(z["key"]) != json.dumps(asdict(key), sort_keys=True, default=str):
