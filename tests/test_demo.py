@@ -66,3 +66,29 @@ def test_quick_reward_hacking_demo_shows_reward_and_flagged_rate_rising_together
     flag_early, flag_late = mean([r[2] for r in first]), mean([r[2] for r in last])
     assert reward_late > reward_early + 0.2, (reward_early, reward_late)
     assert flag_late > flag_early + 0.1, (flag_early, flag_late)
+
+
+def test_quick_demo_opens_an_alert_on_the_drifting_category_and_none_on_the_flat_ones(drift_demo):
+    db, run_id, job = drift_demo["db"], drift_demo["run_id"], drift_demo["job"]
+    drift_start = job["drift_start_step"]
+    steps = [s for (s,) in query(db, "SELECT DISTINCT step FROM checkpoint_sets WHERE run_id = ? "
+                                     "ORDER BY step", [run_id])]
+    first_drifted = min(s for s in steps if s > drift_start)
+    alerts = query(db, "SELECT series, category, opened_step, change_step, last_step, status, "
+                       "baseline_rate, current_rate FROM alert_queue WHERE run_id = ?", [run_id])
+    by_category: dict[str, list] = {}
+    for a in alerts:
+        by_category.setdefault(a[1], []).append(a)
+    # The drifting category: an alert opens at the first drifted checkpoint or the one after.
+    assert "injury" in by_category, alerts
+    first_open = min(a[2] for a in by_category["injury"])
+    assert first_drifted <= first_open <= steps[min(steps.index(first_drifted) + 1, len(steps) - 1)], \
+        (first_open, steps, drift_start, alerts)
+    for a in by_category["injury"]:
+        assert a[2] >= first_drifted, a  # nothing before the drift
+        assert a[4] == steps[-1] and a[5] == "open"
+        assert a[7] > a[6], a
+    # The flat categories: no alert at all.
+    assert set(by_category) == {"injury"}, alerts
+    # One alert per series: its events (opened, then updated/escalated) share the alert's id.
+    assert query(db, "SELECT count(DISTINCT alert_id) FROM alert_events") == [(len(alerts),)]
