@@ -22,6 +22,10 @@ if _ROOT not in sys.path:
 
 st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", layout="wide")
 
+from dashboard import auth  # noqa: E402 - needs the path set up above
+
+auth.require_login()  # the login page until signed in (unless auth is off: local use only)
+
 pages = [
     st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs", default=True),
     st.Page("views/run.py", title="Run", icon=":material/monitoring:", url_path="run"),

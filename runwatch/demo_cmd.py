@@ -118,7 +118,8 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
         if not headless and port_open(port):
             raise RunwatchError(f"port {port} is in use; pass --port N")
         cmd = [sys.executable, "-m", "runwatch.cli", "serve", "--db", str(db), "--bootstrap",
-               broker.bootstrap, "--topic-prefix", prefix, "--port", str(port)]
+               broker.bootstrap, "--topic-prefix", prefix, "--port", str(port),
+               "--auth", "off"]  # the demo's dashboard is local (127.0.0.1): no login
         if headless:
             cmd.append("--headless")
         _say(f"starting runwatch serve ({'headless' if headless else f'dashboard on port {port}'})")

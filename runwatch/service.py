@@ -11,6 +11,7 @@ committed before the file is closed.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -28,11 +29,12 @@ class Service:
                  headless: bool = False, port: int = 8501, address: str = "127.0.0.1",
                  kafka_options: dict | None = None, detect: bool = True,
                  detector: DetectorConfig | None = None, webhook_url: str | None = None,
-                 dashboard_url: str | None = None):
+                 dashboard_url: str | None = None, auth=None):
         self.db = db
         self.headless = headless
         self.port = port
         self.address = address
+        self.auth = auth  # runwatch.auth.AuthConfig; None: from the environment
         self.store = Store(db)
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
@@ -112,6 +114,8 @@ class Service:
                 from dashboard.connection import set_service
                 from dashboard.server import serve_dashboard
 
+                if self.auth is not None:  # the dashboard reads its auth settings from here
+                    os.environ.update(self.auth.to_env())
                 set_service(self.store.con, status=self.status, publisher=self.publisher)
                 print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
                 serve_dashboard(port=self.port, address=self.address)

@@ -90,14 +90,16 @@ def free_port() -> int:
 class Serve:
     """``python -m runwatch.cli serve`` in a subprocess; its output goes to a temporary file."""
 
-    def __init__(self, *, db: Path, bootstrap: str, topic_prefix: str, port: int | None = None):
+    def __init__(self, *, db: Path, bootstrap: str, topic_prefix: str, port: int | None = None,
+                 extra_args: list[str] | None = None, env: dict | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runwatch.cli", "serve", "--db", str(db),
-             "--bootstrap", bootstrap, "--topic-prefix", topic_prefix, "--port", str(self.port)],
+             "--bootstrap", bootstrap, "--topic-prefix", topic_prefix, "--port", str(self.port),
+             *(extra_args or [])],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 

@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Dashboard login is on unless turned off explicitly: the suite turns it off for every page
+# test (and the `runwatch serve` processes they start); tests/test_auth*.py turn it back on.
+os.environ.setdefault("RUNWATCH_AUTH", "off")
 
 
 @pytest.fixture(scope="session")
