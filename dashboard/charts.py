@@ -9,6 +9,7 @@ alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from urllib.parse import quote
 
 import altair as alt
 import pandas as pd
@@ -70,11 +71,14 @@ def failure_rates(
 ) -> alt.FacetChart:
     """Flagged rate per category over checkpoints with 95% Wilson bands, one panel per prompt
     set (on-distribution and red-team side by side). ``marks`` (category, prompt_set,
-    first_step), when given, draws a dashed rule at each alert's first flagged checkpoint."""
+    first_step; optionally alert_id, severity, queue_status), when given, draws a dashed rule at
+    each alert's first flagged checkpoint; with ``alert_id`` a click on the rule opens the alert."""
     order = list(prompt_sets) if prompt_sets else order_prompt_sets(rates["prompt_set"])
     df = rates.assign(kind="rate")
     if marks is not None and not marks.empty:
-        m = marks.rename(columns={"first_step": "step"})[["category", "prompt_set", "step"]]
+        keep = ["category", "prompt_set", "step", "alert_id", "severity", "queue_status"]
+        m = marks.rename(columns={"first_step": "step"})
+        m = m[[c for c in keep if c in m.columns]]
         m = m[m["prompt_set"].isin(order) & m["category"].isin(rates["category"])]
         df = pd.concat([df, m.assign(kind="alert")], ignore_index=True)
     colour = alt.Color(
@@ -118,12 +122,22 @@ def failure_rates(
     )
     layers = [band, line]
     if (df["kind"] == "alert").any():
+        alert_tooltip = [alt.Tooltip("category:N"), alt.Tooltip("step:Q", title="alert from step")]
+        rule_encoding = {}
+        if "alert_id" in df.columns:  # alerts_run_marks: one row per alert, click opens it
+            df["href"] = [
+                f"alerts?alert={quote(str(a), safe='')}" if isinstance(a, str) else None
+                for a in df["alert_id"]
+            ]
+            alert_tooltip += [
+                alt.Tooltip("severity:N"),
+                alt.Tooltip("queue_status:N", title="status"),
+            ]
+            rule_encoding["href"] = alt.Href("href:N")
         rule = (
             base.transform_filter(alt.datum.kind == "alert")
-            .mark_rule(strokeDash=[4, 3], strokeWidth=2)
-            .encode(
-                tooltip=[alt.Tooltip("category:N"), alt.Tooltip("step:Q", title="alert from step")]
-            )
+            .mark_rule(strokeDash=[4, 3], strokeWidth=2, cursor="pointer")
+            .encode(tooltip=alert_tooltip, **rule_encoding)
         )
         layers.append(rule)
     return (
@@ -347,3 +361,123 @@ def compare_rates(df: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     return alt.layer(band, line).properties(height=HEIGHT + 60)
+
+
+def alert_statistic(evidence: pd.DataFrame, change_step: int | None = None) -> alt.LayerChart:
+    """Why an alert fired: the detector's statistic per checkpoint against its threshold
+    (dashed red); filled red points where it crossed; a grey rule at the estimated change."""
+    df = evidence.dropna(subset=["statistic"])
+    base = alt.Chart(df).encode(x=alt.X("step:Q", title="step"))
+    tooltip = [
+        alt.Tooltip("step:Q"),
+        alt.Tooltip("statistic:Q", format=".3g"),
+        alt.Tooltip("threshold:Q", format=".3g"),
+        alt.Tooltip("fired:N"),
+        alt.Tooltip("flagged:Q"),
+        alt.Tooltip("n:Q", title="scored"),
+    ]
+    line = base.mark_line(point=True, color="#1f77b4").encode(
+        y=alt.Y("statistic:Q", title="detector statistic"), tooltip=tooltip
+    )
+    threshold = (
+        base.transform_filter("isValid(datum.threshold)")
+        .mark_line(strokeDash=[6, 3], color="#d62728")
+        .encode(y="threshold:Q", tooltip=tooltip)
+    )
+    fired = (
+        base.transform_filter(alt.datum.fired)
+        .mark_point(filled=True, size=90, color="#d62728")
+        .encode(y="statistic:Q", tooltip=tooltip)
+    )
+    layers = [line, threshold, fired]
+    if change_step is not None:
+        layers.append(_step_rule(change_step, "estimated change"))
+    return alt.layer(*layers).properties(height=HEIGHT)
+
+
+def alert_rates(
+    evidence: pd.DataFrame,
+    baseline: tuple[float | None, float | None, float | None] = (None, None, None),
+    change_step: int | None = None,
+) -> alt.LayerChart:
+    """The alert's series: rate per checkpoint with its 95% interval, the baseline rate (grey
+    rule) and its interval (grey band); red points where the detector fired."""
+    df = evidence.dropna(subset=["rate"])
+    base = alt.Chart(df).encode(x=alt.X("step:Q", title="step"))
+    tooltip = [
+        alt.Tooltip("step:Q"),
+        alt.Tooltip("rate:Q", format=PCT, title="rate"),
+        alt.Tooltip("rate_low:Q", format=PCT, title="95% low"),
+        alt.Tooltip("rate_high:Q", format=PCT, title="95% high"),
+        alt.Tooltip("flagged:Q"),
+        alt.Tooltip("n:Q", title="scored"),
+    ]
+    layers = []
+    rate, low, high = baseline
+    if low is not None and high is not None:
+        band = pd.DataFrame(
+            {"baseline_low": [low], "baseline_high": [high], "baseline_rate": [rate]}
+        )
+        layers.append(
+            alt.Chart(band)
+            .mark_rect(color="#999", opacity=0.2)
+            .encode(y="baseline_low:Q", y2="baseline_high:Q")
+        )
+    if rate is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame({"baseline_rate": [rate]}))
+            .mark_rule(color="#666", strokeDash=[2, 2])
+            .encode(
+                y="baseline_rate:Q",
+                tooltip=[alt.Tooltip("baseline_rate:Q", format=PCT, title="baseline rate")],
+            )
+        )
+    layers += [
+        base.mark_area(opacity=0.18).encode(
+            y=alt.Y("rate_low:Q", axis=_rate_axis("rate"), scale=alt.Scale(zero=True)),
+            y2="rate_high:Q",
+        ),
+        base.mark_line(point=_dots(df)).encode(y="rate:Q", tooltip=tooltip),
+        base.transform_filter(alt.datum.fired)
+        .mark_point(filled=True, size=90, color="#d62728")
+        .encode(y="rate:Q", tooltip=tooltip),
+    ]
+    if change_step is not None:
+        layers.append(_step_rule(change_step, "estimated change"))
+    return alt.layer(*layers).properties(height=HEIGHT)
+
+
+def _step_rule(step: int, title: str) -> alt.Chart:
+    return (
+        alt.Chart(pd.DataFrame({"change_step": [int(step)]}))
+        .mark_rule(color="grey", strokeDash=[4, 3])
+        .encode(x="change_step:Q", tooltip=[alt.Tooltip("change_step:Q", title=title)])
+    )
+
+
+def scorer_quality(est: pd.DataFrame, measure: str) -> alt.LayerChart:
+    """``measure`` ('recall' or 'precision') per scorer and category with its 95% interval as
+    an error bar; rows without an estimate are left out."""
+    df = est.dropna(subset=[measure]).assign(
+        row=lambda d: d["category"] + " · " + d["scorer"]
+    )
+    base = alt.Chart(df).encode(
+        y=alt.Y("row:N", title=None, axis=alt.Axis(labelLimit=260)),
+        color=alt.Color("category:N", scale=category_scale(est["category"]), legend=None),
+    )
+    tooltip = [
+        alt.Tooltip("category:N"),
+        alt.Tooltip("scorer:N"),
+        alt.Tooltip(f"{measure}:Q", format=PCT),
+        alt.Tooltip(f"{measure}_low:Q", format=PCT, title="95% low"),
+        alt.Tooltip(f"{measure}_high:Q", format=PCT, title="95% high"),
+        alt.Tooltip("n_bad:Q", title="bad labels"),
+        alt.Tooltip("n_flagged:Q", title="flagged labelled"),
+    ]
+    err = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X(f"{measure}_low:Q", axis=alt.Axis(format="%", title=measure),
+                scale=alt.Scale(domain=[0, 1])),
+        x2=f"{measure}_high:Q",
+    )
+    dot = base.mark_point(filled=True, size=80).encode(x=f"{measure}:Q", tooltip=tooltip)
+    return alt.layer(err, dot).properties(height=alt.Step(26), title=measure)

@@ -9,7 +9,8 @@ one step or one prompt).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import streamlit as st
 
 from dashboard import connection
 from dashboard.stats import newcombe_difference, wilson
-from runwatch import queries
+from runwatch import quality, queries
 
 SAMPLE_LIMIT = 500
 ALERTS_TABLE = "alerts"
@@ -151,10 +152,17 @@ def run_reward_rates(run_id: str) -> pd.DataFrame:
     return _with_rate(query("run_reward_rates", run_id=run_id))
 
 
+MARK_COLUMNS = [
+    "category", "prompt_set", "first_step", "change_step", "alert_id", "severity",
+    "queue_status", "alerts",
+]
+
+
 def run_alert_marks(run_id: str) -> pd.DataFrame:
-    """First flagged checkpoint per (category, prompt_set) from the alerts table, if any."""
+    """One row per alert of the run's per-prompt-set rate series (not resolved as a false
+    positive): ``first_step`` is the checkpoint it opened at; with its id, severity, status."""
     if not has_alerts():
-        return pd.DataFrame(columns=["category", "prompt_set", "first_step", "alerts"])
+        return pd.DataFrame(columns=MARK_COLUMNS)
     return query("alerts_run_marks", run_id=run_id)
 
 
@@ -334,4 +342,151 @@ def compare_rates(
             prompt_sets=list(prompt_sets),
             category=category or "",
         )
+    )
+
+
+# -------------------------------------------------------------------------------- alerts
+
+ALERT_STATUSES = ("open", "acknowledged", "snoozed", "resolved")
+SEVERITIES = ("high", "medium", "low")
+UNASSIGNED = "-"  # the assignee filter's value for alerts nobody is assigned to
+ALERT_SAMPLE_LIMIT = 30
+EVIDENCE_COLUMNS = [
+    "step", "flagged", "n", "rate", "rate_low", "rate_high", "statistic", "threshold", "fired",
+]
+
+
+def _filters(severities: Sequence[str], run_id: str, category: str, assignee: str) -> dict:
+    return dict(
+        severities=list(severities), run_id=run_id or "", category=category or "",
+        assignee=assignee or "",
+    )
+
+
+def alert_queue(
+    *,
+    statuses: Sequence[str] = (),
+    severities: Sequence[str] = (),
+    run_id: str = "",
+    category: str = "",
+    assignee: str = "",
+) -> pd.DataFrame:
+    """Alerts after the filters (empty / '' = no filter; ``assignee`` :data:`UNASSIGNED` = none
+    assigned), highest severity first, then most recently changed."""
+    return query(
+        "alert_queue", statuses=list(statuses), **_filters(severities, run_id, category, assignee)
+    )
+
+
+def alert_status_counts(
+    *, severities: Sequence[str] = (), run_id: str = "", category: str = "", assignee: str = ""
+) -> dict[str, int]:
+    """Alerts per queue status under the other filters; every status present (0 when none)."""
+    df = query("alert_status_counts", **_filters(severities, run_id, category, assignee))
+    got = dict(zip(df["queue_status"], df["alerts"].astype(int), strict=True))
+    return {s: int(got.get(s, 0)) for s in ALERT_STATUSES}
+
+
+def alert_filter_options() -> dict[str, list[str]]:
+    """Values the queue's run, category and assignee filters offer."""
+    df = query("alert_filter_options")
+    return {k: df.loc[df["kind"] == k, "value"].tolist() for k in ("run", "category", "assignee")}
+
+
+def _json(value: Any) -> Any:
+    if value is None or _isna(value):
+        return None
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def alert_detail(alert_id: str) -> dict[str, Any] | None:
+    """The alert's row of ``alert_queue`` (JSON columns parsed), or None when unknown."""
+    df = query("alert_detail", alert_id=alert_id)
+    if df.empty:
+        return None
+    row = {k: (None if _isna(v) else v) for k, v in df.iloc[0].to_dict().items()}
+    for name in ("evidence", "top_samples", "detector"):
+        row[name] = _json(row.get(name))
+    return row
+
+
+def alert_evidence(alert: dict[str, Any]) -> pd.DataFrame:
+    """The detector's per-checkpoint evidence of an alert (see runwatch/alerts/state.py)."""
+    rows = alert.get("evidence") or []
+    df = pd.DataFrame(rows)
+    for col in EVIDENCE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df = df[EVIDENCE_COLUMNS].copy()
+    for col in ("rate", "rate_low", "rate_high", "statistic", "threshold"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df["fired"] = df["fired"].fillna(False).astype(bool)
+    return df.sort_values("step").reset_index(drop=True)
+
+
+def alert_events(alert_id: str) -> pd.DataFrame:
+    """The alert's events, newest first: ts, actor, action, body (parsed dict), event_id."""
+    df = query("alert_events", alert_id=alert_id)
+    df["body"] = [_json(b) or {} for b in df["body"]]
+    return df
+
+
+def alert_samples(alert: dict[str, Any], limit: int = ALERT_SAMPLE_LIMIT) -> pd.DataFrame:
+    """The alert's top samples (from the detector's snapshot) and the samples flagged for its
+    category since its change point (or opening step) in its prompt set, with current labels."""
+    top = [s.get("sample_id") for s in (alert.get("top_samples") or []) if s.get("sample_id")]
+    last = alert.get("last_step")
+    start = alert.get("change_step")
+    if start is None:
+        start = alert.get("opened_step")
+    return query(
+        "alert_samples",
+        run_id=alert["run_id"],
+        category=alert.get("category") or "",
+        prompt_set=alert.get("prompt_set") or "",
+        from_step=int(start if start is not None else 0),
+        to_step=int(last if last is not None else 2**62),
+        sample_ids=[str(t) for t in top],
+        limit=int(limit),
+    )
+
+
+def current_labels(sample_ids: Iterable[str], category: str) -> dict[str, str]:
+    """sample_id -> current label (bad | fine | unsure) for ``category``; unlabelled absent."""
+    ids = [str(i) for i in sample_ids]
+    if not ids or not category:
+        return {}
+    df = query("labels_current", sample_ids=ids, category=category)
+    return dict(zip(df["sample_id"], df["label"], strict=True))
+
+
+# ------------------------------------------------------------------------ scorer quality
+
+
+def quality_options() -> tuple[list[str], list[str]]:
+    """(runs, categories) with scored samples."""
+    df = query("quality_options")
+    return (
+        df.loc[df["kind"] == "run", "value"].tolist(),
+        df.loc[df["kind"] == "category", "value"].tolist(),
+    )
+
+
+def scorer_quality(run_id: str = "", min_labels: int = quality.MIN_LABELS) -> pd.DataFrame:
+    """Per scorer x category (and the any-scorer ensemble): recall and precision from the
+    current bad/fine labels with Wilson 95% intervals and counts (:mod:`runwatch.quality`)."""
+    rows = query("quality_confusion", run_id=run_id or "").to_dict("records")
+    return quality.estimates(quality.confusion(rows), min_labels=min_labels)
+
+
+def quality_disagreements(
+    run_id: str = "", category: str = "", *, unlabelled_first: bool = True, limit: int = 100
+) -> pd.DataFrame:
+    """Samples whose scorers of one category disagree; unlabelled first, then newest."""
+    return query(
+        "quality_disagreements",
+        run_id=run_id or "",
+        category=category or "",
+        unlabelled_first=bool(unlabelled_first),
+        limit=int(limit),
     )

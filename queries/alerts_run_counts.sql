@@ -1,5 +1,7 @@
--- Alerts per run. Needs the alerts table (not in 0001_core); the dashboard runs this only when
--- catalog_tables lists it.
-SELECT run_id, count(*) AS alerts
-FROM alerts
+-- Alerts per run: `alerts` counts those not resolved (open, acknowledged or snoozed),
+-- `alerts_total` all of them.
+SELECT run_id,
+       count(*) FILTER (WHERE queue_status <> 'resolved') AS alerts,
+       count(*) AS alerts_total
+FROM alert_queue
 GROUP BY run_id

@@ -1,8 +1,11 @@
--- Alert marks for one run's charts: the first flagged checkpoint per category and prompt set.
--- Needs the alerts table (not in 0001_core); the dashboard runs this only when catalog_tables
--- lists it.
-SELECT category, prompt_set, min(first_step) AS first_step, count(*) AS alerts
-FROM alerts
+-- Alert marks for one run's failure-rate chart: one row per alert of a per-prompt-set rate
+-- series (category, prompt_set, first_step = the checkpoint the alert opened at), with the
+-- alert's id, severity and queue status for the mark's tooltip and link. Alerts resolved as
+-- false positives are left out: a reviewer decided nothing was flagged there.
+SELECT category, prompt_set, opened_step AS first_step, change_step, alert_id, severity,
+       queue_status, 1 AS alerts
+FROM alert_queue
 WHERE run_id = $run_id
-GROUP BY category, prompt_set
-ORDER BY category, prompt_set
+  AND coalesce(prompt_set, '') <> ''
+  AND coalesce(resolution, '') <> 'false_positive'
+ORDER BY category, prompt_set, opened_step, alert_id

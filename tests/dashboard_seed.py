@@ -313,19 +313,24 @@ def build(path: str | Path) -> Seed:
 
 
 def add_alerts(path: str | Path, rows: list[tuple[str, str, str, int]]) -> None:
-    """Create a minimal ``alerts`` table (run_id, category, prompt_set, first_step) with ``rows``.
+    """Open one alert per (run_id, category, prompt_set, opened_step) row: a detector
+    ``opened`` event applied through the store, as the materializer applies it from Kafka."""
+    from runwatch.alerts.records import alert_event
+    from runwatch.store import Store
 
-    Stands in for the alerts migration that has not landed yet, to exercise the pages' hook.
-    """
-    con = connect(path)
+    store = Store(path)
     try:
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS alerts (run_id VARCHAR, category VARCHAR,"
-            " prompt_set VARCHAR, first_step BIGINT)"
-        )
-        con.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", rows)
+        store.apply_reviews([
+            alert_event(
+                f"seed-{run}-{category}-{prompt_set}-{step}", "opened", "detector",
+                run_id=run, series=f"rate/{category}/{prompt_set}", series_kind="rate",
+                category=category, prompt_set=prompt_set, rule="seed", opened_step=step,
+                change_step=step, last_step=step, severity="medium",
+            )
+            for run, category, prompt_set, step in rows
+        ])
     finally:
-        con.close()
+        store.close()
 
 
 if __name__ == "__main__":  # python -m tests.dashboard_seed PATH

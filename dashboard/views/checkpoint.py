@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dashboard import charts, data, ui
+from dashboard import review_actions as review
 
 ANY = "(any category)"
 FLAG_CHOICES = {"any": "all samples", "flagged": "flagged", "unflagged": "not flagged"}
@@ -16,14 +17,18 @@ def prompt_link(run_id: str, step: int, prompt_id: str) -> str:
 
 
 @st.fragment
-def samples_section(run_id: str, step: int, categories: list[str], prompt_sets: list[str]) -> None:
+def samples_section(
+    run_id: str, step: int, categories: list[str], prompt_sets: list[str], actor: str = ""
+) -> None:
     """Filters and the samples table; a fragment, so filtering reruns only this part (the
     worst-so-far section below reads the whole run and stays as it is)."""
     with ui.guard("load the samples"):
-        _samples_section(run_id, step, categories, prompt_sets)
+        _samples_section(run_id, step, categories, prompt_sets, actor)
 
 
-def _samples_section(run_id: str, step: int, categories: list[str], prompt_sets: list[str]) -> None:
+def _samples_section(
+    run_id: str, step: int, categories: list[str], prompt_sets: list[str], actor: str
+) -> None:
     st.subheader("Samples")
     f1, f2, f3, f4 = st.columns([2, 3, 4, 2])
     with f1:
@@ -64,6 +69,11 @@ def _samples_section(run_id: str, step: int, categories: list[str], prompt_sets:
     else:
         total = int(samples["n_matching"].iloc[0])
         shown = samples.assign(history=[prompt_link(run_id, step, p) for p in samples["prompt_id"]])
+        label_column = []
+        if category != ANY:  # the reviewers' current label for the chosen category
+            labels = data.current_labels(samples["sample_id"], category)
+            shown["label"] = [labels.get(i) for i in samples["sample_id"]]
+            label_column = ["label"]
         event = st.dataframe(
             shown[
                 [
@@ -77,6 +87,7 @@ def _samples_section(run_id: str, step: int, categories: list[str], prompt_sets:
                     "scores",
                     "prompt",
                     "reward",
+                    *label_column,
                 ]
             ],
             key="checkpoint.samples",
@@ -110,6 +121,8 @@ def _samples_section(run_id: str, step: int, categories: list[str], prompt_sets:
             )
             + ". Select a row to see its prompt across checkpoints."
         )
+        if category != ANY and review.can_record():
+            label_section(samples, category, actor, key="checkpoint.label")
         rows = event.selection.rows if event is not None else []
         if rows:
             st.switch_page(
@@ -122,8 +135,22 @@ def _samples_section(run_id: str, step: int, categories: list[str], prompt_sets:
             )
 
 
+def label_section(samples, category: str, actor: str, *, key: str) -> None:
+    """Label one of the listed samples (bad / fine / unsure) for ``category``."""
+    with st.expander(f"Label samples for {category}", icon=":material/label:"):
+        ids = samples["sample_id"].tolist()
+        text = dict(zip(ids, samples["prompt_id"] + ": " + samples["completion"].str.slice(0, 90),
+                        strict=True))
+        chosen = st.selectbox("Sample", ids, format_func=text.get, key=f"{key}.sample")
+        if chosen is not None:
+            current = data.current_labels([chosen], category).get(chosen)
+            review.label_buttons(chosen, category, current, actor, key=f"{key}.{chosen}")
+
+
 def render() -> None:
     st.title("Checkpoint")
+    actor = ui.current_user() if review.can_record() else ""
+    review.show_flash()
     run_ids = ui.require_runs()
     c1, c2 = st.columns(2)
     with c1:
@@ -173,7 +200,11 @@ def render() -> None:
         st.altair_chart(charts.checkpoint_rates(counts), width="stretch", key="checkpoint.rates")
 
     samples_section(
-        run_id, step, sorted(counts["category"].unique()), sorted(counts["prompt_set"].unique())
+        run_id,
+        step,
+        sorted(counts["category"].unique()),
+        sorted(counts["prompt_set"].unique()),
+        actor,
     )
 
     left, right = st.columns(2)
@@ -183,8 +214,16 @@ def render() -> None:
         if worst.empty:
             st.info("No scores up to this checkpoint.")
         else:
+            labels = {
+                (cat, sid): value
+                for cat, ids in worst.groupby("category")["sample_id"]
+                for sid, value in data.current_labels(ids, cat).items()
+            }
+            worst = worst.assign(
+                label=[labels.get(k) for k in zip(worst["category"], worst["sample_id"])]
+            )
             st.dataframe(
-                worst[["category", "step", "score", "flagged", "prompt_id", "completion"]],
+                worst[["category", "step", "score", "flagged", "prompt_id", "completion", "label"]],
                 key="checkpoint.worst",
                 hide_index=True,
                 width="stretch",
@@ -194,6 +233,20 @@ def render() -> None:
                 },
             )
             st.caption(f"Per category, the highest-scoring samples of steps up to {step:,}.")
+            if review.can_record():
+                with st.expander("Label these samples", icon=":material/label:"):
+                    for row in worst.to_dict("records"):
+                        st.text(
+                            f"{row['category']} · step {row['step']:,} · {row['prompt_id']}: "
+                            f"{row['completion'][:200]}"
+                        )
+                        review.label_buttons(
+                            row["sample_id"],
+                            row["category"],
+                            row["label"],
+                            actor,
+                            key=f"checkpoint.worst_label.{row['category']}.{row['sample_id']}",
+                        )
     with right, ui.guard("load the threshold margins"):
         st.subheader("Margin to threshold")
         margins = data.checkpoint_margins(run_id, step)

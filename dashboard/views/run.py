@@ -1,6 +1,8 @@
 """Run: failure rate per category over checkpoints (95% Wilson intervals) by prompt set, a
 category x checkpoint heatmap, the consistency gap, reward against flagged rate. Live."""
 
+from urllib.parse import quote
+
 import streamlit as st
 
 from dashboard import charts, data, ui
@@ -59,8 +61,14 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
             st.caption(
                 "Shaded: 95% Wilson interval. A sample is flagged for a category when any "
                 "scorer flags it. Click a legend entry to highlight a category."
-                + (" Dashed rules: first checkpoint of an alert." if not marks.empty else "")
+                + (
+                    " Dashed rules: the checkpoint an alert opened at (click one to open it)."
+                    if not marks.empty
+                    else ""
+                )
             )
+    with ui.guard("list the run's alerts"):
+        alerts_here(run_id)
 
     with ui.guard("draw the heatmap"):
         st.subheader("Category × checkpoint")
@@ -104,6 +112,29 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
                 "paths follow the steps."
             )
     st.caption(f"Live: refreshes every {ui.REFRESH_S} s without touching your selections.")
+
+
+def alerts_here(run_id: str) -> None:
+    """Links to the run's alerts that are not resolved (the flagged checkpoints)."""
+    if not data.has_alerts():
+        return
+    pending = data.alert_queue(run_id=run_id, statuses=("open", "acknowledged", "snoozed"))
+    if pending.empty:
+        return
+    links = [
+        f"[{a.series} from step {int(a.opened_step):,} ({a.severity}, {a.queue_status})]"
+        f"(alerts?alert={quote(a.alert_id, safe='')})"
+        for a in pending.itertuples()
+    ]
+    st.markdown(
+        f"**{len(links)} alert{'s' * (len(links) != 1)} to review:** " + " · ".join(links[:8])
+    )
+    st.page_link(
+        ui.PAGE_ALERTS,
+        label=f"All alerts of {run_id}",
+        icon=":material/notifications:",
+        query_params={"run": run_id},
+    )
 
 
 def render() -> None:
