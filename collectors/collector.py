@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from collectors import wire
+from collectors.kafka_config import ErrorTrap, explain_failure, security_options
 from collectors.scoring import Scorer
 from collectors.spool import Spool, SpoolError
 
@@ -50,8 +51,10 @@ class Collector:
     - ``close_timeout``: seconds :meth:`close` waits for the flush [10].
     - ``stats_interval``: seconds between ``collector_stats`` events [10].
     - ``seed``: seed of the sampling decision [None: random].
-    - ``kafka_options``: extra kafka-python producer settings (security: ``security_protocol``,
-      ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [none].
+    - ``kafka_options``: kafka-python producer settings (security: ``security_protocol``,
+      ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [None: the security
+      settings of ``RUNWATCH_KAFKA_CONFIG`` / ``RUNWATCH_KAFKA_*``, see
+      :mod:`collectors.kafka_config`; a dict is used as given].
     """
 
     def __init__(
@@ -96,7 +99,7 @@ class Collector:
         self.stats_interval = float(stats_interval)
         self.retry_interval = float(retry_interval)
         self._compression = compression
-        self._kafka_options = dict(kafka_options or {})
+        self._kafka_options = dict(security_options() if kafka_options is None else kafka_options)
         self._rng = random.Random(seed)
         self._key = run_id.encode()
         self._id_prefix = wire.new_id()[:16] + "-"
@@ -349,10 +352,13 @@ class Collector:
             max_request_size=8 * 1024 * 1024, client_id=f"runwatch-collector-{self.run_id}")
         options.update(self._kafka_options)
         try:
-            self._producer = KafkaProducer(**options)
+            with ErrorTrap() as trap:
+                self._producer = KafkaProducer(**options)
         except Exception as exc:
             self._producer = None
-            self._mark_down(f"cannot connect to Kafka at {self.bootstrap_servers}: {exc}")
+            # Retried every retry_interval even when the credentials were refused: spooling
+            # keeps the records, and training never waits on the broker.
+            self._mark_down(explain_failure(exc, self._kafka_options, self.bootstrap_servers, trap)[0])
 
     def _mark_down(self, reason: str) -> None:
         if not self._down:

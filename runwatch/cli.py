@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from runwatch.errors import RunwatchError
+from runwatch.errors import BrokerError, ConfigError, RunwatchError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_DIR = REPO_ROOT / ".cache" / "kafka-data"
@@ -28,17 +28,28 @@ def cmd_kafka(args) -> int:
     if args.action == "fetch":
         print(f"Kafka jars ready in {fetch_jars()}")
         return 0
-    broker = Broker(args.data_dir, port=args.port)
+    sasl_users = None
+    if args.action == "start" and args.sasl_user:
+        password = args.sasl_password or _env("RUNWATCH_KAFKA_SASL_PASSWORD")
+        if not password:
+            raise ConfigError("--sasl-user needs --sasl-password PW (or env RUNWATCH_KAFKA_SASL_PASSWORD)")
+        sasl_users = {args.sasl_user: password}
+    broker = Broker(args.data_dir, port=args.port, sasl_users=sasl_users)
     if args.action == "start":
         broker.start(quiet=False)
         print(f"Kafka broker running on {broker.bootstrap} (data: {broker.data_dir}, "
               f"log: {broker.log_file}). Stop it with `runwatch kafka stop`.")
+        users = broker.status().sasl_users
+        if users:
+            print(f"Clients must authenticate: security.protocol=SASL_PLAINTEXT, sasl.mechanism "
+                  f"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, user(s) {', '.join(users)}.")
     elif args.action == "stop":
         print("Kafka broker stopped." if broker.stop() else "No Kafka broker was running.")
     else:
         st = broker.status()
         if st.running:
-            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}")
+            sasl = f", SASL_PLAINTEXT users {', '.join(st.sasl_users)}" if st.sasl_users else ""
+            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}{sasl}")
         else:
             print(f"stopped (data dir {st.data_dir})")
             return 3
@@ -51,12 +62,20 @@ def _materializer(args, store):
     from runwatch.materializer import Materializer
 
     return Materializer(store, bootstrap_servers=args.bootstrap, topic_prefix=args.topic_prefix,
-                        group_id=view_group_id(args.db))
+                        group_id=view_group_id(args.db), kafka_options=_kafka_options(args))
+
+
+def _kafka_options(args) -> dict:
+    """Security options from --kafka-config FILE and the RUNWATCH_KAFKA_* variables."""
+    from runwatch.kafka_security import kafka_options
+
+    return kafka_options(getattr(args, "kafka_config", None))
 
 
 def cmd_ingest(args) -> int:
     from runwatch.store import Store
 
+    _kafka_options(args)  # a bad security setting fails before the database is touched
     store = Store(args.db)
     try:
         mat = _materializer(args, store)
@@ -67,6 +86,8 @@ def cmd_ingest(args) -> int:
         print(f"ingested {stats.samples} samples, {stats.events} run events, "
               f"{stats.dead_letters} dead letters, {stats.duplicates} duplicates ignored "
               f"from {stats.messages} messages into {args.db}")
+        if not mat.broker_reachable and mat.last_error:
+            raise BrokerError(f"stopped without reaching Kafka: {mat.last_error}")
     finally:
         store.close()
     return 0
@@ -81,10 +102,16 @@ def cmd_serve(args) -> int:
                                   burn_in=args.detect_burn_in)
     except ValueError as exc:
         raise RunwatchError(f"detector settings: {exc}") from None
+    from runwatch.auth import AuthConfig, check_ready
+
+    auth = AuthConfig.from_env(mode=args.auth, users_file=args.users_file)
+    if not args.headless:
+        check_ready(auth)
     service = Service(db=args.db, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
                       headless=args.headless, port=args.port, address=args.address,
-                      detect=not args.no_detect, detector=detector,
-                      webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None)
+                      detect=not args.no_detect, auth=auth, detector=detector,
+                      webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None,
+                      kafka_options=_kafka_options(args))
     return service.run()
 
 
@@ -100,26 +127,9 @@ def _print_table(columns, rows) -> None:
 
 
 def cmd_sql(args) -> int:
-    import duckdb
+    from runwatch.sql_cmd import cmd_sql as run_sql
 
-    from runwatch.db import connect
-
-    con = connect(args.db, read_only=True)
-    try:
-        cur = con.execute(args.query)
-    except duckdb.Error as exc:
-        raise RunwatchError(f"query failed: {exc}") from None
-    columns = [d[0] for d in cur.description or []]
-    rows = cur.fetchall()
-    if args.format == "json":
-        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str, indent=1))
-    elif args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(columns)
-        w.writerows(rows)
-    else:
-        _print_table(columns, rows)
-    return 0
+    return run_sql(args)
 
 
 # --------------------------------------------------------------------------- loadgen
@@ -129,7 +139,7 @@ def cmd_loadgen(args) -> int:
     result = run_loadgen(bootstrap_servers=args.bootstrap, runs=args.runs,
                          checkpoints=args.checkpoints, samples=args.samples, seed=args.seed,
                          rate=args.rate, topic_prefix=args.topic_prefix,
-                         progress=not args.quiet)
+                         kafka_options=_kafka_options(args), progress=not args.quiet)
     print(f"produced {result.samples} samples for {len(result.runs)} run(s) in "
           f"{result.seconds:.2f} s ({result.rate:,.0f} samples/s); dropped {result.dropped}")
     return 0 if result.dropped == 0 else 4
@@ -158,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--topic-prefix", default=_env("RUNWATCH_TOPIC_PREFIX", "runwatch"),
                         help="topics are PREFIX.samples, PREFIX.runs and PREFIX.alerts "
                              "[env RUNWATCH_TOPIC_PREFIX]")
+        from runwatch.kafka_security import add_argument as kafka_config_argument
+
+        kafka_config_argument(sp)
         if db:
             sp.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"),
                             help="DuckDB file [env RUNWATCH_DB, default runwatch.duckdb]")
@@ -167,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--port", type=int, default=None, help="client port (default: last used, else 9092)")
     k.add_argument("--data-dir", default=_env("RUNWATCH_KAFKA_DIR", str(DEFAULT_KAFKA_DIR)),
                    help="broker data directory [env RUNWATCH_KAFKA_DIR]")
+    k.add_argument("--sasl-user", metavar="NAME", default=None,
+                   help="start: serve clients on a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, "
+                        "SCRAM-SHA-512) for this user instead of PLAINTEXT")
+    k.add_argument("--sasl-password", metavar="PW", default=None,
+                   help="the --sasl-user's password [env RUNWATCH_KAFKA_SASL_PASSWORD]")
     k.set_defaults(func=cmd_kafka)
 
     i = sub.add_parser("ingest", help="materialize Kafka into a DuckDB file")
@@ -182,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dashboard port [env RUNWATCH_PORT, default 8501]")
     s.add_argument("--address", default=_env("RUNWATCH_ADDRESS", "127.0.0.1"),
                    help="dashboard address [env RUNWATCH_ADDRESS, default 127.0.0.1]")
+    s.add_argument("--auth", choices=["password", "proxy", "off"], default=_env("RUNWATCH_AUTH", "password"),
+                   help="dashboard login: password (users file), proxy (trusted header) or off "
+                        "(local use only) [env RUNWATCH_AUTH, default password]")
+    s.add_argument("--users-file", default=_env("RUNWATCH_USERS_FILE", "runwatch-users.json"),
+                   help="users and roles (`runwatch users add`) [env RUNWATCH_USERS_FILE]")
     s.add_argument("--no-detect", action="store_true", help="do not run the change detector")
     s.add_argument("--detect-false-alarm", type=float, default=0.01,
                    help="probability of any false alarm per run over --detect-horizon checkpoints "
@@ -198,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "default http://ADDRESS:PORT]")
     s.set_defaults(func=cmd_serve)
 
-    q = sub.add_parser("sql", help="run a SQL query on a DuckDB view and print the result")
-    q.add_argument("query", help="SQL text")
+    q = sub.add_parser("sql", help="run a read-only SQL query (or a named one) on a DuckDB view")
+    from runwatch.sql_cmd import add_arguments as sql_arguments
+
+    sql_arguments(q)
     q.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"), help="DuckDB file [env RUNWATCH_DB]")
-    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.set_defaults(func=cmd_sql)
 
     g = sub.add_parser("loadgen", help="produce synthetic scored samples through the collector")
@@ -223,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 
+    from runwatch.users_cmd import register as register_users
     from runwatch.watch import register as register_watch
 
     register_watch(sub)
+    register_users(sub)
     return p
 
 

@@ -123,7 +123,11 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
         if headless:
             cmd.append("--headless")
         _say(f"starting runwatch serve ({'headless' if headless else f'dashboard on port {port}'})")
-        serve = subprocess.Popen(cmd, start_new_session=True)
+        # The demo's broker is its own plaintext one: Kafka security settings meant for another
+        # cluster (RUNWATCH_KAFKA_*) must not reach its clients.
+        from collectors.kafka_config import without_security_env
+
+        serve = subprocess.Popen(cmd, start_new_session=True, env=without_security_env(os.environ))
         if not headless:
             _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, serve)
             _say(f"dashboard: http://127.0.0.1:{port}/?run={run_id}")
@@ -133,7 +137,7 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
         _say("loading the scorers (rules, repetition, MiniLM embedding classifier)")
         scorers = demo_pkg.default_scorers(device=device)
         collector = Collector(run_id=run_id, bootstrap_servers=broker.bootstrap, topic_prefix=prefix,
-                              scorers=scorers, spool_dir=DEMO_DIR / "spool" / run_id,
+                              kafka_options={}, scorers=scorers, spool_dir=DEMO_DIR / "spool" / run_id,
                               config={"scenario": scenario, "quick": quick, "seed": seed},
                               metadata={"source": "runwatch demo", "host": os.uname().nodename},
                               close_timeout=60)

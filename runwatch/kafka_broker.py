@@ -13,12 +13,22 @@ Steps of ``Broker.start``:
 4. start ``kafka.Kafka`` in its own process session (Ctrl-C in a terminal does not reach it);
 5. wait until the log says ``Kafka Server started`` and the client port accepts connections
    (the client port only opens after the broker is unfenced).
+
+With ``sasl_users={"alice": "secret"}`` the client port is a ``SASL_PLAINTEXT`` listener instead
+of ``PLAINTEXT``, with the mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (no unauthenticated
+client port remains; the controller listener stays plaintext on loopback). PLAIN users live in
+the listener's JAAS line; SCRAM credentials are created at format time (``--add-scram``), or, for
+a data directory formatted earlier, through the admin API once the broker is up. The broker
+itself talks to its own listener with PLAIN as an internal user whose password is generated and
+kept in the data directory.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import secrets
 import os
 import shutil
 import signal
@@ -37,6 +47,12 @@ KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.25.5"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "Kafka Server started"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_LISTENER = "SASL_PLAINTEXT"
+_BROKER_USER = "runwatch-broker"
+# Names and passwords go into a JAAS line and a --add-scram argument: keep them to characters
+# that need no quoting in either.
+_SAFE_CREDENTIAL = re.compile(r"[A-Za-z0-9._@+~:/!#%^*()?-]{1,200}")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
   <groupId>local.runwatch</groupId><artifactId>kafka-broker-libs</artifactId><version>1</version>
@@ -162,6 +178,7 @@ class BrokerStatus:
     pid: int | None
     port: int | None
     data_dir: Path
+    sasl_users: tuple[str, ...] = ()
 
     @property
     def bootstrap(self) -> str | None:
@@ -169,15 +186,31 @@ class BrokerStatus:
 
 
 class Broker:
-    """One local broker in ``data_dir``; ``port`` None means: reuse the recorded port or 9092."""
+    """One local broker in ``data_dir``; ``port`` None means: reuse the recorded port or 9092.
 
-    def __init__(self, data_dir: str | Path, *, port: int | None = None, extra_config: dict | None = None):
+    ``sasl_users`` (name -> password): serve clients on a ``SASL_PLAINTEXT`` listener with
+    PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for these users [None: a ``PLAINTEXT`` listener].
+    """
+
+    def __init__(self, data_dir: str | Path, *, port: int | None = None, extra_config: dict | None = None,
+                 sasl_users: dict[str, str] | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.state_file = self.data_dir / "broker.json"
         state = self._read_state()
         self.port = port or state.get("port") or 9092
         self.controller_port = state.get("controller_port")
         self.extra_config = dict(extra_config or {})
+        self.sasl_users = dict(sasl_users or {})
+        for name, password in self.sasl_users.items():
+            for what, value in (("user name", name), ("password", password)):
+                if not isinstance(value, str) or not _SAFE_CREDENTIAL.fullmatch(value):
+                    shown = name if what == "user name" else "for " + str(name)
+                    raise BrokerError(
+                        f"SASL {what} {shown!s} is not usable for the local broker: use 1-200 "
+                        f"letters, digits or ._@+~:/!#%^*()?- (no quotes, commas, brackets, "
+                        f"spaces or '=')")
+            if name == _BROKER_USER:
+                raise BrokerError(f"SASL user name {_BROKER_USER} is reserved for the broker itself")
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -195,27 +228,84 @@ class Broker:
             return {}
 
     def _write_state(self, pid: int) -> None:
+        # User names only: passwords stay in server.properties (mode 0600).
         self.state_file.write_text(json.dumps(
             {"pid": pid, "port": self.port, "controller_port": self.controller_port,
-             "kafka_version": KAFKA_VERSION}))
+             "kafka_version": KAFKA_VERSION, "sasl_users": sorted(self.sasl_users)}))
 
     def status(self) -> BrokerStatus:
         state = self._read_state()
         pid = state.get("pid")
         running = bool(pid) and _pid_alive(pid) and port_open(state.get("port", self.port))
-        return BrokerStatus(running, pid if running else None, state.get("port"), self.data_dir)
+        return BrokerStatus(running, pid if running else None, state.get("port"), self.data_dir,
+                            tuple(state.get("sasl_users") or ()))
+
+    def _broker_password(self) -> str:
+        """The internal user's password: generated once per data directory, kept there."""
+        path = self.data_dir / "broker-sasl.secret"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            password = secrets.token_urlsafe(24)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password)
+            return password
+
+    def _sasl_properties(self) -> dict:
+        broker_pw = self._broker_password()
+        users = {_BROKER_USER: broker_pw, **self.sasl_users}
+        plain_users = " ".join(f'user_{n}="{pw}"' for n, pw in users.items())
+        prefix = f"listener.name.{SASL_LISTENER.lower()}"
+        props = {
+            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            f"{prefix}.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{_BROKER_USER}" password="{broker_pw}" {plain_users};',
+        }
+        for mech in SASL_MECHANISMS[1:]:
+            props[f"{prefix}.{mech.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        return props
+
+    def _scram_args(self) -> list[str]:
+        return [arg for name, pw in self.sasl_users.items() for mech in SASL_MECHANISMS[1:]
+                for arg in ("--add-scram", f"{mech}=[name={name},password={pw}]")]
+
+    def _upsert_scram_users(self, timeout: float = 30.0) -> None:
+        """A data directory formatted earlier: create/refresh SCRAM credentials via the admin API."""
+        from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
+
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap, security_protocol=SASL_LISTENER,
+            sasl_mechanism="PLAIN", sasl_plain_username=_BROKER_USER,
+            sasl_plain_password=self._broker_password(), client_id="runwatch-broker-setup",
+            request_timeout_ms=int(timeout * 1000))
+        try:
+            # one request per mechanism: a request naming a user twice is rejected as a whole
+            for mech in SASL_MECHANISMS[1:]:
+                result = admin.alter_user_scram_credentials([
+                    UserScramCredentialUpsertion(name, ScramMechanism[mech.replace("-", "_")], pw)
+                    for name, pw in self.sasl_users.items()])
+                failed = {user: err for user, err in (result or {}).items() if err}
+                if failed:
+                    raise BrokerError(f"{mech} credentials not created: {failed}")
+        finally:
+            admin.close()
 
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
+        client = SASL_LISTENER if self.sasl_users else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{c}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            "listeners": f"{client}://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"{client}://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
             "log.dirs": str(self.data_dir / "kraft"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -232,6 +322,8 @@ class Broker:
             "message.max.bytes": str(8 * 1024 * 1024),
             "auto.create.topics.enable": "true",
         }
+        if self.sasl_users:
+            props.update(self._sasl_properties())
         props.update(self.extra_config)
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -257,12 +349,15 @@ class Broker:
             shutil.rmtree(self.data_dir / "kraft", ignore_errors=True)
             formatted = False
         config = self.data_dir / "server.properties"
+        config.touch(mode=0o600)  # may hold SASL passwords
+        os.chmod(config, 0o600)
         config.write_text(self._server_properties())
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         if not formatted:
             proc = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "--standalone",
-                           "-t", _cluster_id(), "-c", str(config), jvm=["-Xmx256m"]),
+                           "-t", _cluster_id(), "-c", str(config), *self._scram_args(),
+                           jvm=["-Xmx256m"]),
                 capture_output=True, text=True)
             if proc.returncode != 0:
                 raise BrokerError(f"formatting KRaft storage in {self.data_dir} failed: "
@@ -284,6 +379,13 @@ class Broker:
                 f.seek(start_offset)
                 ready = READY_LINE.encode() in f.read()
             if ready and port_open(self.port):
+                if self.sasl_users and formatted:
+                    try:
+                        self._upsert_scram_users()
+                    except Exception as exc:
+                        self.stop()
+                        raise BrokerError(f"could not create the SCRAM users on the broker in "
+                                          f"{self.data_dir}: {exc}") from None
                 return self
             time.sleep(0.2)
         self.stop()

@@ -31,9 +31,12 @@ from dataclasses import dataclass, field
 
 from kafka.errors import KafkaError
 
+from collectors.kafka_config import ErrorTrap, KafkaUnreachableError, explain_failure
 from collectors.wire import topics as wire_topics
 from runwatch.alerts.records import decode_alerts_message
 from runwatch.decode import MAX_MESSAGE_BYTES, decode
+from runwatch.errors import BrokerError
+from runwatch.kafka_security import kafka_options as security_options
 from runwatch.store import Batch, Store
 
 log = logging.getLogger("runwatch.materializer")
@@ -74,7 +77,8 @@ class Materializer:
         self.topics = [t["samples"], t["runs"], t["alerts"]]
         self.alerts_topic = t["alerts"]
         self.group_id = group_id
-        self.kafka_options = dict(kafka_options or {})
+        # None: the security settings of RUNWATCH_KAFKA_CONFIG / RUNWATCH_KAFKA_*
+        self.kafka_options = dict(security_options() if kafka_options is None else kafka_options)
         self.max_batch_messages = max_batch_messages
         self.min_batch_records = min(min_batch_records, max_batch_records)
         self.max_batch_records = max_batch_records
@@ -101,6 +105,16 @@ class Materializer:
 
     # ------------------------------------------------------------------ kafka plumbing
     def _connect(self) -> None:
+        with ErrorTrap(client_ids=("runwatch-materializer", "runwatch-admin")) as trap:
+            try:
+                self._connect_clients()
+            except KafkaError as exc:
+                message, fatal = explain_failure(exc, self.kafka_options, self.bootstrap_servers, trap)
+                if fatal:  # refused credentials: retrying cannot help, stop with the reason
+                    raise BrokerError(message) from None
+                raise KafkaUnreachableError(message) from None
+
+    def _connect_clients(self) -> None:
         from kafka import KafkaConsumer
 
         if self.create_topics:

@@ -841,6 +841,9 @@ def _graceful_signals(stop: threading.Event, say) -> Iterator[None]:
 def cmd_watch(args) -> int:
     if not args.poll_seconds > 0:
         raise ConfigError(f"--poll-seconds must be > 0, got {args.poll_seconds:g}")
+    from runwatch.kafka_security import kafka_options
+
+    security = kafka_options(args.kafka_config)
     watcher = Watcher(
         args.dir, run_id=args.run_id, prompts=args.prompts, bootstrap_servers=args.bootstrap,
         topic_prefix=args.topic_prefix, scorers=args.scorers,
@@ -848,7 +851,7 @@ def cmd_watch(args) -> int:
         temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
         tokenizer=args.tokenizer, state_file=args.state_file, settle_seconds=args.settle_seconds,
         device=args.device, spool_dir=args.spool_dir, retry_failed=args.retry_failed,
-        progress=not args.no_progress)
+        progress=not args.no_progress, collector_options={"kafka_options": security})
     stop = threading.Event()
     status = "failed"
     try:
@@ -889,6 +892,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "[env RUNWATCH_BOOTSTRAP, default 127.0.0.1:9092]")
     p.add_argument("--topic-prefix", default=env("RUNWATCH_TOPIC_PREFIX", "runwatch"),
                    help="topics are PREFIX.samples and PREFIX.runs [env RUNWATCH_TOPIC_PREFIX]")
+    from runwatch.kafka_security import add_argument as kafka_config_argument
+
+    kafka_config_argument(p)
     p.add_argument("--samples-per-prompt", type=int, default=1, metavar="N",
                    help="completions sampled per prompt [1]")
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="N", help="[32]")

@@ -14,8 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from collectors.kafka_config import ErrorTrap, explain_failure
 from collectors.wire import topics as wire_topics
 from runwatch.errors import BrokerError
+from runwatch.kafka_security import kafka_options as security_options
 
 
 def encode(record: dict) -> bytes:
@@ -34,7 +36,8 @@ class ReviewPublisher:
                  kafka_options: dict | None = None, timeout_s: float = 10.0):
         self.bootstrap_servers = bootstrap_servers
         self.topic = wire_topics(topic_prefix)["alerts"]
-        self.kafka_options = dict(kafka_options or {})
+        # None: the security settings of RUNWATCH_KAFKA_CONFIG / RUNWATCH_KAFKA_*
+        self.kafka_options = dict(security_options() if kafka_options is None else kafka_options)
         self.timeout_s = timeout_s
         self._producer = None
         self._lock = threading.Lock()
@@ -48,10 +51,12 @@ class ReviewPublisher:
                            max_block_ms=int(self.timeout_s * 1000), client_id="runwatch-reviews")
             options.update(self.kafka_options)
             try:
-                self._producer = KafkaProducer(**options)
+                with ErrorTrap() as trap:
+                    self._producer = KafkaProducer(**options)
             except Exception as exc:
-                raise BrokerError(f"cannot reach Kafka at {self.bootstrap_servers} to record the "
-                                  f"action ({exc}); nothing was recorded, try again") from None
+                why = explain_failure(exc, self.kafka_options, self.bootstrap_servers, trap)[0]
+                raise BrokerError(f"cannot record the action: {why}; nothing was recorded, "
+                                  f"try again") from None
         return self._producer
 
     def publish(self, record: dict) -> None:
