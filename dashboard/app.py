@@ -24,8 +24,6 @@ st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", lay
 
 from dashboard import auth  # noqa: E402 - needs the path set up above
 
-auth.require_login()  # the login page until signed in (unless auth is off: local use only)
-
 pages = [
     st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs", default=True),
     st.Page("views/run.py", title="Run", icon=":material/monitoring:", url_path="run"),
@@ -51,7 +49,9 @@ pages = [
     st.Page("views/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]
 
-current = st.navigation(pages)
+# Navigation first, so the URL (page and parameters) survives signing in; hidden until then.
+current = st.navigation(pages, position="hidden" if auth.needs_login() else "sidebar")
+auth.require_login()  # the login page until signed in (unless auth is off: local use only)
 
 # Links may also name the page as a parameter (`/?page=checkpoint&run=...&step=...`), e.g. when
 # built by a tool that only knows the server's root URL.

@@ -61,6 +61,17 @@ def _login_form(cfg: AuthConfig) -> None:
         st.rerun()
 
 
+def needs_login() -> bool:
+    """Would :func:`require_login` show the login page (or stop) right now?"""
+    cfg = config()
+    if cfg.mode == "off":
+        return False
+    if cfg.mode == "proxy":
+        return proxy_user(cfg, st.context.headers) is None
+    s = st.session_state.get(_SESSION)
+    return not s or time.time() - s["at"] > cfg.session_ttl_s
+
+
 def require_login() -> User | None:
     """The signed-in user; draws the login page and stops the script when there is none.
 

@@ -7,8 +7,10 @@ the URL path (``/run``, ``/checkpoint``, ``/prompt``, ``/compare``; the runs pag
 
 from __future__ import annotations
 
+import getpass
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,9 +30,59 @@ PAGE_RUN = "views/run.py"
 PAGE_CHECKPOINT = "views/checkpoint.py"
 PAGE_PROMPT = "views/prompt_history.py"
 PAGE_COMPARE = "views/compare.py"
+PAGE_ALERTS = "views/alerts.py"
+PAGE_QUALITY = "views/quality.py"
 
 _WRITTEN = "_rw_qp_written"  # query-param values this session last wrote, by name
 _CHOSEN = "_rw_chosen"  # last choice per parameter, carried across pages
+
+
+# ---------------------------------------------------------------------------------- user
+
+ENV_USER = "RUNWATCH_USER"
+_USER = "_rw_user"  # the name, kept across pages (widget state is dropped on other pages)
+_USER_WIDGET = "rw.user"
+
+
+def default_user() -> str:
+    """``RUNWATCH_USER``, else the operating system's user name, else 'anonymous'."""
+    name = os.environ.get(ENV_USER, "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers) and no LOGNAME/USER
+        return "anonymous"
+
+
+def _keep_user() -> None:
+    st.session_state[_USER] = st.session_state.get(_USER_WIDGET, "")
+
+
+def current_user() -> str:
+    """Who is acting: the actor recorded with alert actions and labels.
+
+    With authentication on (``RUNWATCH_AUTH`` password or proxy), the signed-in user. With it
+    off (local use), a "Your name" field in the sidebar (default: :func:`default_user`), kept in
+    the session across pages. Call it once per
+    page run (it draws the field). Returns the name stripped; '' when the field was cleared.
+    """
+    from dashboard import auth
+
+    signed_in = auth.user()
+    if signed_in is not None:  # authentication is on: the actor is who signed in
+        return signed_in.name
+    if _USER not in st.session_state:
+        st.session_state[_USER] = default_user()
+    st.session_state[_USER_WIDGET] = st.session_state[_USER]
+    st.sidebar.text_input(
+        "Your name",
+        key=_USER_WIDGET,
+        on_change=_keep_user,
+        max_chars=200,
+        help="Recorded as the actor of your alert actions and labels.",
+    )
+    return str(st.session_state[_USER]).strip()
 
 
 # ------------------------------------------------------------------------------ errors

@@ -116,6 +116,15 @@ class Service:
 
                 if self.auth is not None:  # the dashboard reads its auth settings from here
                     os.environ.update(self.auth.to_env())
+                # The SQL page shares this database: no file or network access and no extension
+                # loading from SQL, for the whole process, from the start (runwatch/sql_guard.py).
+                from runwatch.sql_guard import harden
+
+                cur = self.store.cursor()
+                try:
+                    harden(cur)
+                finally:
+                    cur.close()
                 set_service(self.store.con, status=self.status, publisher=self.publisher)
                 print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
                 serve_dashboard(port=self.port, address=self.address)
