@@ -417,8 +417,21 @@ class Collector:
             self._note_error(f"cannot encode {len(records)} records: {exc}")
             self._count_drop("encode_error", n)
             return
+        if (self._down and not len(self.spool) and self._producer is not None
+                and time.monotonic() - self._last_connect_try >= self.retry_interval):
+            # Down with nothing spooled (e.g. the spool cannot be written): nothing would ever
+            # be resent to find out that the broker is back, so this message is the probe.
+            self._last_connect_try = time.monotonic()
+            self._produce(topic, value, n, None)
+            return
         if self._down or len(self.spool) or self._producer is None:
-            self._spool(topic, value, n)
+            if not self._spool(topic, value, n, drop=False):
+                if not self._down and self._producer is not None:
+                    # Up, but the spool is full or unwritable: send now rather than lose it
+                    # (order behind the spooled messages gives way to delivery).
+                    self._produce(topic, value, n, None)
+                else:
+                    self._spool(topic, value, n)  # counts the loss by its reason
             return
         self._produce(topic, value, n, None)
 
@@ -444,7 +457,7 @@ class Collector:
         if spool_name is not None:
             self.spool.remove(spool_name)
             self._inflight_spool.discard(spool_name)
-            self._down = False
+        self._down = False  # any acknowledgement: the broker is reachable
 
     def _on_fail(self, topic: str, value: bytes, n: int, spool_name: str | None, exc=None) -> None:
         self._failed.append((topic, value, n, spool_name, exc))
@@ -459,18 +472,23 @@ class Collector:
             else:
                 self._inflight_spool.discard(spool_name)
 
-    def _spool(self, topic: str, value: bytes, n: int) -> None:
+    def _spool(self, topic: str, value: bytes, n: int, *, drop: bool = True) -> bool:
+        """Spool one message; False when the spool refused it (full or unwritable), which is
+        counted as a loss unless ``drop=False`` (the caller will try to send it instead)."""
         try:
             stored = self.spool.put(topic, self._key, value, n)
         except SpoolError as exc:
             self._note_error(str(exc))
-            self._count_drop("spool_error", n)
-            return
+            if drop:
+                self._count_drop("spool_error", n)
+            return False
         if stored:
             with self._lock:
                 self._counts["spooled"] += n
-        else:
+            return True
+        if drop:
             self._count_drop("spool_full", n)
+        return False
 
     def _drain_spool(self) -> None:
         """Resend spooled messages oldest first: one probe while down, a window once up."""

@@ -31,19 +31,27 @@ CHART = '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"]
 STATUS = '[data-testid="stStatusWidget"]'
 
 CODE = '[data-testid="stCode"]'
+TABLE = '[data-testid="stDataFrame"]'
 
 
 
-def seed_pages(run: str, step: int, prompt: str, compare: list[str]) -> dict:
+def seed_pages(run: str, step: int, prompt: str, compare: list[str],
+               alert: str | None = None) -> dict:
     """name -> (URL path and query, viewport height, what to wait for before the shot)."""
     others = "&".join(f"run={r}" for r in compare)
-    return {
+    pages = {
         "runs": ("/", 1100, CHART),
         "run": (f"/run?run={run}", 1900, CHART),
         "checkpoint": (f"/checkpoint?run={run}&step={step}", 2300, CHART),
         "prompt_history": (f"/prompt?run={run}&step={step}&prompt={prompt}", 1900, CHART),
         "compare": (f"/compare?{others}", 1200, CHART),
+        "alerts": ("/alerts", 1000, TABLE),
+        "quality": ("/quality", 1500, TABLE),
+        "sql": (f"/sql?query=rates_by_checkpoint&run_id={run}", 1700, CHART),
     }
+    if alert:
+        pages["alert"] = (f"/alerts?alert={alert}", 2600, CHART)
+    return pages
 
 
 def free_port() -> int:
@@ -58,7 +66,7 @@ class StreamlitServer:
     def __init__(self, db: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, RUNWATCH_DB=str(db))
+        env = dict(os.environ, RUNWATCH_DB=str(db), RUNWATCH_AUTH="off")  # local screenshots
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
@@ -133,6 +141,8 @@ def main() -> int:
     parser.add_argument("--step", type=int, default=300, help="checkpoint shown")
     parser.add_argument("--prompt", default="rt-4", help="prompt shown on the history page")
     parser.add_argument("--compare", default="run-a,run-b", help="runs on the compare page")
+    parser.add_argument("--alert", default=None, help="alert shown on the alert detail page")
+    parser.add_argument("--pages", default="", help="comma-separated page names (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     chromium = shutil.which("chromium")
@@ -161,7 +171,10 @@ def main() -> int:
             )
             try:
                 with StreamlitServer(db) as server:
-                    pages = seed_pages(args.run, args.step, args.prompt, args.compare.split(","))
+                    pages = seed_pages(args.run, args.step, args.prompt, args.compare.split(","),
+                                       args.alert)
+                    if args.pages:
+                        pages = {k: v for k, v in pages.items() if k in args.pages.split(",")}
                     for name, (url, height, ready) in pages.items():
                         path = args.out / f"{args.prefix}{name}.png"
                         shoot(browser, server.url + url, path, height, ready)

@@ -161,3 +161,50 @@ def test_spool_limit_drops_are_counted_exactly(tmp_path, topic_prefix):
     assert final["spooled"] + final["dropped_by_reason"].get("spool_full", 0) == 1000
     assert final["dropped_by_reason"].get("spool_full", 0) > 0 and final["spooled"] > 0
     assert final["spool_bytes"] <= 20_000
+
+
+@pytest.mark.kafka
+def test_an_unwritable_spool_loses_only_the_outage_and_the_collector_recovers(tmp_path, topic_prefix):
+    """The spool cannot be written (its path is under a regular file: ENOTDIR, even as root)
+    and the broker is down for a while: training goes on, what could not be kept is counted,
+    and once the broker is back the collector delivers again (nothing to resend would otherwise
+    tell it that the broker is back) and the run finishes with its stats in the view."""
+    from runwatch.kafka_broker import Broker, free_port
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be")
+    broker = Broker(tmp_path / "kafka", port=free_port()).start(timeout=90)
+    try:
+        col = Collector(run_id="no-spool", bootstrap_servers=broker.bootstrap, topic_prefix=topic_prefix,
+                        spool_dir=blocker / "spool", retry_interval=0.5, close_timeout=60)
+        logged = 0
+
+        def log_for(seconds, tag):
+            nonlocal logged
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                logged += col.log(logged, [f"p{i}" for i in range(10)],
+                                  [f"{tag} {logged} {i}" for i in range(10)], prompt_set="s")
+                time.sleep(0.02)
+
+        log_for(2, "before")
+        broker.stop()
+        log_for(8, "outage")
+        lost_in_outage = col.stats()["dropped"]
+        broker.start(timeout=90)
+        log_for(8, "after")
+        final = col.close("completed", timeout=90)
+        assert lost_in_outage > 0 and set(final["dropped_by_reason"]) == {"spool_error"}
+        ingest_until_idle(tmp_path / "view.duckdb", broker.bootstrap, topic_prefix)
+        stored, distinct = query(tmp_path / "view.duckdb",
+                                 "SELECT count(*), count(DISTINCT sample_id) FROM samples")[0]
+        assert stored == distinct and stored <= logged
+        # Nothing lost uncounted (a message counted lost may still have reached the broker
+        # when it stopped between the write and the acknowledgement).
+        assert stored + final["dropped"] >= logged
+        # After the broker was back, delivery resumed: the last samples logged are all there.
+        last = query(tmp_path / "view.duckdb", "SELECT count(*) FROM samples WHERE completion LIKE 'after %'")[0][0]
+        assert last > 0
+        assert query(tmp_path / "view.duckdb", "SELECT status, dropped FROM runs") == [("completed", final["dropped"])]
+    finally:
+        broker.stop()
