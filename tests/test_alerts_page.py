@@ -34,9 +34,9 @@ from dashboard.review_actions import READ_ONLY
 from runwatch.alerts.records import alert_event
 from runwatch.errors import BrokerError
 from runwatch.store import Store
+from tests.apptest_helpers import APP, _no_service, assert_clean, open_page  # noqa: F401
 from tests.dashboard_seed import build
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 HOUR = 3600.0
 
 
@@ -150,30 +150,13 @@ def served(store):
     return publisher
 
 
-@pytest.fixture(autouse=True)
-def _no_service():
-    connection.clear_service()
-    yield
-    connection.clear_service()
 
 
 # ------------------------------------------------------------------------------ helpers
 
 
-def open_page(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=30)
-    at.run()
-    if page is not None:
-        at.query_params.clear()
-        at.query_params.update(query)
-        at.switch_page(page).run()
-    assert_clean(at)
-    return at
 
 
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def metric(at: AppTest, label: str) -> str:

@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import connection
 from runwatch.db import connect
+from tests.apptest_helpers import APP, _no_service, assert_clean, open_page  # noqa: F401
 from tests.dashboard_seed import EXPECTED, add_alerts, build
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -36,28 +36,10 @@ def seeded(seed_path, monkeypatch) -> Path:
     return seed_path
 
 
-@pytest.fixture(autouse=True)
-def _no_service():
-    connection.clear_service()
-    yield
-    connection.clear_service()
 
 
-def open_page(page: str | None = None, **query) -> AppTest:
-    """Run the app, then (optionally) switch to ``page`` with URL query parameters."""
-    at = AppTest.from_file(str(APP), default_timeout=30)
-    at.run()
-    if page is not None:
-        at.query_params.clear()
-        at.query_params.update(query)
-        at.switch_page(page).run()
-    assert_clean(at)
-    return at
 
 
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:

@@ -166,6 +166,29 @@ class Report:
         return payload
 
 
+def finish_run(trainer, monitor, db: Path, bootstrap: str, prefix: str, log: Path, env: dict,
+               runs: dict[str, str]):
+    """End of a run with a training child and a monitor: the trainer's final report, stop the
+    monitor (alive until then? its exit code), ingest the rest, and count what is stored per run.
+
+    Returns ``(final, monitor_alive, term_rc, final_rc, ingest_line, stored)`` with ``stored``
+    mapping run id -> (samples, distinct sample ids)."""
+    try:
+        final = trainer.finish()
+        monitor_alive = monitor.poll() is None
+        term_rc = stop_process(monitor)
+        final_rc, line = ingest_until_idle(db, bootstrap, prefix, log, env=env)
+        print(line)
+    finally:
+        trainer.kill()
+        stop_process(monitor, timeout=30)
+    if final is None:
+        raise RuntimeError("trainer gave no final report: " + " | ".join(trainer.stderr_tail[-8:]))
+    stored = {r: query(db, "SELECT count(*), count(DISTINCT sample_id) FROM samples WHERE run_id = ?", [r])[0]
+              for r in runs.values()}
+    return final, monitor_alive, term_rc, final_rc, line, stored
+
+
 def run_main(main) -> None:
     """``python -m bench.faults.X``: exit 1 when a check failed."""
     result = main()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.faults._common import (Report, Trainer, child_env, ingest_until_idle, own_broker, query,
+from bench.faults._common import (Report, Trainer, child_env, finish_run, own_broker, query,
                                   run_main, start_monitor, stop_process, topic_prefix, workdir)
 
 
@@ -84,18 +84,12 @@ def main(argv=None) -> dict:
                     break
             drain_s = time.monotonic() - t_start
             time.sleep(2.0)
-            final = trainer.finish()
-            monitor_alive = monitor.poll() is None
-            term_rc = stop_process(monitor)
-            final_rc, line = ingest_until_idle(db, broker.bootstrap, prefix, log, env=env)
-            print(line)
-        finally:
+        except BaseException:
             trainer.kill()
             stop_process(monitor, timeout=30)
-        if final is None:
-            raise RuntimeError("trainer gave no final report: " + " | ".join(trainer.stderr_tail[-8:]))
-        stored = {r: query(db, "SELECT count(*), count(DISTINCT sample_id) FROM samples WHERE run_id = ?", [r])[0]
-                  for r in runs.values()}
+            raise
+        final, monitor_alive, term_rc, final_rc, line, stored = finish_run(
+            trainer, monitor, db, broker.bootstrap, prefix, log, env, runs)
         run_rows = {r[0]: r[1:] for r in query(
             db, "SELECT run_id, status, (collector_stats->>'dropped')::BIGINT,"
                 " (collector_stats->'dropped_by_reason'->>'spool_full')::BIGINT,"
