@@ -72,11 +72,17 @@ def _kafka_options(args) -> dict:
     return kafka_options(getattr(args, "kafka_config", None))
 
 
-def cmd_ingest(args) -> int:
+def _store(args):
     from runwatch.store import Store
 
+    if args.max_run_rate is not None and args.max_run_rate < 1:
+        raise RunwatchError("--max-run-rate must be at least 1 sample per second")
+    return Store(args.db, max_run_rate=args.max_run_rate)
+
+
+def cmd_ingest(args) -> int:
     _kafka_options(args)  # a bad security setting fails before the database is touched
-    store = Store(args.db)
+    store = _store(args)
     try:
         mat = _materializer(args, store)
         stop = threading.Event()
@@ -111,7 +117,7 @@ def cmd_serve(args) -> int:
                       headless=args.headless, port=args.port, address=args.address,
                       detect=not args.no_detect, auth=auth, detector=detector,
                       webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None,
-                      kafka_options=_kafka_options(args))
+                      kafka_options=_kafka_options(args), max_run_rate=args.max_run_rate)
     return service.run()
 
 
@@ -174,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         if db:
             sp.add_argument("--db", default=_env("RUNWATCH_DB", "runwatch.duckdb"),
                             help="DuckDB file [env RUNWATCH_DB, default runwatch.duckdb]")
+            sp.add_argument("--max-run-rate", type=int,
+                            default=int(_env("RUNWATCH_MAX_RUN_RATE", "0")) or None,
+                            help="at most N samples per run and second of created_at; the rest "
+                                 "go to dead_letters [env RUNWATCH_MAX_RUN_RATE, default no limit]")
 
     k = sub.add_parser("kafka", help="run a local single-node Kafka broker")
     k.add_argument("action", choices=["start", "stop", "status", "fetch"])

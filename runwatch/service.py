@@ -29,13 +29,13 @@ class Service:
                  headless: bool = False, port: int = 8501, address: str = "127.0.0.1",
                  kafka_options: dict | None = None, detect: bool = True,
                  detector: DetectorConfig | None = None, webhook_url: str | None = None,
-                 dashboard_url: str | None = None, auth=None):
+                 dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None):
         self.db = db
         self.headless = headless
         self.port = port
         self.address = address
         self.auth = auth  # runwatch.auth.AuthConfig; None: from the environment
-        self.store = Store(db)
+        self.store = Store(db, max_run_rate=max_run_rate)
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
                                          group_id=view_group_id(db))

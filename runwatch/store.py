@@ -279,6 +279,33 @@ _INSERT_DEAD = (
     " ?::TIMESTAMP FROM staged_dead ORDER BY seq")
 
 
+# Step 2b, with a per-run rate limit only.
+_OVER_RATE = """
+    SELECT sample_id, "row" FROM (
+        SELECT s.sample_id, s."row",
+               row_number() OVER (PARTITION BY s.run_id, date_trunc('second', s.created_at)
+                                  ORDER BY s."row") + coalesce(w.n, 0) AS k
+        FROM staged_samples s
+        LEFT JOIN run_rate_windows w
+               ON w.run_id = s.run_id AND w.window_start = date_trunc('second', s.created_at))
+    WHERE k > ?"""
+_INSERT_RATE_DEAD = """
+    INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, record_index, reason, raw,
+                              received_at)
+    SELECT 'samples', kafka_partition, kafka_offset, NULL,
+           'run ' || run_id || ' is over its rate limit of ' || $1 || ' samples per second '
+           || '(created_at second ' || strftime(date_trunc('second', created_at), '%Y-%m-%d %H:%M:%S')
+           || '): sample ' || sample_id || ' refused',
+           encode(to_json({'sample_id': sample_id, 'run_id': run_id, 'step': step,
+                           'prompt_set': prompt_set, 'prompt_id': prompt_id})::VARCHAR),
+           $2::TIMESTAMP
+    FROM refused_samples ORDER BY "row"
+"""
+_COUNT_RATE = """
+    INSERT INTO run_rate_windows
+    SELECT run_id, date_trunc('second', created_at), count(*) FROM staged_samples GROUP BY ALL
+    ON CONFLICT DO UPDATE SET n = run_rate_windows.n + excluded.n"""
+
 _INSERT_SAMPLES = (
     "INSERT INTO samples SELECT sample_id, run_id, step, prompt_set, prompt_id, prompt,"
     " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
@@ -404,8 +431,14 @@ _STEP4 = ("""
 class Store:
     """Owns one DuckDB file read-write. Readers in the same process use :meth:`cursor`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, max_run_rate: int | None = None):
+        """``max_run_rate``: at most this many samples per run and second of ``created_at``;
+        the rest are dead-lettered with the reason (None: no limit)."""
+        if max_run_rate is not None and max_run_rate < 1:
+            raise ValueError("max_run_rate must be >= 1 sample per second")
         self.path = Path(path)
+        self.max_run_rate = max_run_rate
+        self._refused = 0
         self.con = db.connect(self.path)
         self._lock = threading.Lock()
         # pyarrow imports pandas (~1 s) the first time it converts a list: pay that when the
@@ -443,10 +476,13 @@ class Store:
                     inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=False)
                 except _SeenBefore:
                     inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=True)
+                refused = self._refused  # over a run's rate limit: dead-lettered
             finally:
+                self._refused = 0
                 cur.close()  # drops the registrations
         received = staged.received if staged is not None else 0
-        return ApplyResult(inserted, received - inserted, n_events, len(batch.dead), n_reviews)
+        return ApplyResult(inserted, received - inserted - refused, n_events,
+                           len(batch.dead) + refused, n_reviews)
 
     def apply_reviews(self, records: list[dict]) -> ApplyResult:
         """Apply alert events / labels the view made itself (no Kafka position yet)."""
@@ -490,10 +526,35 @@ class Store:
                 scores = scores.filter(pc.is_in(scores.column("row"), value_set=samples.column("row")))
                 cur.register("staged_samples", samples)
                 cur.register("staged_scores", scores)
+        self._refused = 0
+        if inserted and self.max_run_rate is not None:
+            self._refused = self._limit_run_rate(cur, now)
+            inserted -= self._refused
         if inserted:
             for sql in _STEP3:
                 cur.execute(sql)
         return inserted
+
+    def _limit_run_rate(self, cur, now) -> int:
+        """Step 2b (only with a limit): of the samples just inserted, those past the run's limit
+        for their second of ``created_at`` (counting what earlier batches stored, in the order
+        read) are taken out again and dead-lettered; the windows' counts are updated. Returns how
+        many were refused. The same samples are refused whenever the topic is read again."""
+        over = cur.execute(_OVER_RATE, [self.max_run_rate]).fetchall()
+        if over:
+            ids = [r[0] for r in over]
+            cur.execute("DELETE FROM samples WHERE sample_id IN (SELECT unnest(?))", [ids])
+            rows = pa.array([r[1] for r in over], pa.int32())
+            samples = cur.execute("SELECT * FROM staged_samples").to_arrow_table()
+            scores = cur.execute("SELECT * FROM staged_scores").to_arrow_table()
+            cur.register("refused_samples", samples.filter(pc.is_in(samples.column("row"), value_set=rows)))
+            cur.execute(_INSERT_RATE_DEAD, [self.max_run_rate, now])
+            keep = pc.invert(pc.is_in(samples.column("row"), value_set=rows))
+            samples = samples.filter(keep)
+            cur.register("staged_samples", samples)
+            cur.register("staged_scores", scores.filter(pc.is_in(scores.column("row"), value_set=samples.column("row"))))
+        cur.execute(_COUNT_RATE)
+        return len(over)
 
     def _insert_events(self, cur, staged: pa.Table | None) -> int:
         """Step 4 (a handful of statements, however many events)."""
