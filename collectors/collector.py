@@ -46,7 +46,7 @@ class Collector:
       [``$RUNWATCH_SPOOL_DIR/<run_id>``, default ``~/.cache/runwatch/spool/<run_id>``].
     - ``spool_max_bytes``: spool size limit; beyond it records are dropped and counted [256 MiB].
     - ``max_queue_samples``: bound of the in-memory queue; beyond it records are dropped [100000].
-    - ``batch_max_records``: records per Kafka message [500]; ``linger_s``: max wait to fill one [0.2].
+    - ``batch_max_records``: records per Kafka message [500]; ``linger_s``: max wait to fill one [0.05].
     - ``compression``: Kafka compression codec [``lz4``].
     - ``close_timeout``: seconds :meth:`close` waits for the flush [10].
     - ``stats_interval``: seconds between ``collector_stats`` events [10].
@@ -71,7 +71,7 @@ class Collector:
         spool_max_bytes: int = 256 * 1024 * 1024,
         max_queue_samples: int = 100_000,
         batch_max_records: int = 500,
-        linger_s: float = 0.2,
+        linger_s: float = 0.05,
         compression: str | None = "lz4",
         close_timeout: float = 10.0,
         stats_interval: float = 10.0,
