@@ -156,6 +156,13 @@ def frame(data: dict, sl: slice):
 
 
 # ---------------------------------------------------------------------------------- the tools
+
+def _result(log_s, answer_s, answer, capped, disk_paths, in_log, method) -> dict:
+    """What every tool's run reports to the driver."""
+    return {"log_seconds": log_s, "answer_seconds": answer_s, "answer": answer,
+            "checkpoints_done": capped.done, "disk_paths": disk_paths,
+            "training_thread_log_seconds": in_log, "method": method}
+
 def run_mlflow(data, d: Path, max_s: float) -> dict:
     """One MLflow run (sqlite backend, local artifact dir); ``mlflow.log_table`` per checkpoint;
     answer: list the run's tables, ``mlflow.load_table`` them, pandas group-by."""
@@ -183,17 +190,10 @@ def run_mlflow(data, d: Path, max_s: float) -> dict:
     df = pd.concat([mlflow.load_table(p, run_ids=[run.info.run_id]) for p in paths])
     answer = counts_from_frame(df)
     answer_s = time.perf_counter() - t1
-    return {
-        "log_seconds": log_s,
-        "answer_seconds": answer_s,
-        "answer": answer,
-        "checkpoints_done": capped.done,
-        "disk_paths": [d],
-        "training_thread_log_seconds": in_log,
-        "method": "sqlite backend + local artifacts; "
-        "mlflow.log_table per checkpoint (JSON artifact); "
-        "answer = list_artifacts + mlflow.load_table + pandas groupby",
-    }
+    return _result(log_s, answer_s, answer, capped, [d], in_log,
+                   "sqlite backend + local artifacts; "
+                   "mlflow.log_table per checkpoint (JSON artifact); "
+                   "answer = list_artifacts + mlflow.load_table + pandas groupby")
 
 
 def run_aim(data, d: Path, max_s: float) -> dict:
@@ -244,17 +244,10 @@ def run_aim(data, d: Path, max_s: float) -> dict:
         cell[1] += int(values.size)
     answer = {s: {c: acc[s][c] for c in CATEGORIES} for s in sorted(acc, key=int)}
     answer_s = time.perf_counter() - t1
-    return {
-        "log_seconds": log_s,
-        "answer_seconds": answer_s,
-        "answer": answer,
-        "checkpoints_done": capped.done,
-        "disk_paths": [d],
-        "training_thread_log_seconds": in_log,
-        "method": "aim.Run; per sample run.track(5 scores) + aim.Text prompt/completion, "
-        "step = sample index, context = {checkpoint, prompt_set}; "
-        "answer = index the run (what aim up does) + Repo.query_metrics + numpy",
-    }
+    return _result(log_s, answer_s, answer, capped, [d], in_log,
+                   "aim.Run; per sample run.track(5 scores) + aim.Text prompt/completion, "
+                   "step = sample index, context = {checkpoint, prompt_set}; "
+                   "answer = index the run (what aim up does) + Repo.query_metrics + numpy")
 
 
 def run_tensorboard(data, d: Path, max_s: float) -> dict:
@@ -295,16 +288,9 @@ def run_tensorboard(data, d: Path, max_s: float) -> dict:
             cell[1] += 1
     answer = {s: {c: [int(v) for v in acc[s][c]] for c in CATEGORIES} for s in sorted(acc, key=int)}
     answer_s = time.perf_counter() - t1
-    return {
-        "log_seconds": log_s,
-        "answer_seconds": answer_s,
-        "answer": answer,
-        "checkpoints_done": capped.done,
-        "disk_paths": [d],
-        "training_thread_log_seconds": in_log,
-        "method": "tensorboardX SummaryWriter; per sample add_scalar x5 + add_text, "
-        "global_step = checkpoint step; answer = EventAccumulator(size_guidance 0) + Python",
-    }
+    return _result(log_s, answer_s, answer, capped, [d], in_log,
+                   "tensorboardX SummaryWriter; per sample add_scalar x5 + add_text, "
+                   "global_step = checkpoint step; answer = EventAccumulator(size_guidance 0) + Python")
 
 
 def run_wandb(data, d: Path, max_s: float) -> dict:
@@ -341,16 +327,9 @@ def run_wandb(data, d: Path, max_s: float) -> dict:
         frames.append(pd.DataFrame(t["data"], columns=t["columns"]))
     answer = counts_from_frame(pd.concat(frames))
     answer_s = time.perf_counter() - t1
-    return {
-        "log_seconds": log_s,
-        "answer_seconds": answer_s,
-        "answer": answer,
-        "checkpoints_done": capped.done,
-        "disk_paths": [d],
-        "training_thread_log_seconds": in_log,
-        "method": "offline mode; wandb.Table per checkpoint via run.log; no local query API: "
-        "answer = read the run's table JSON files + pandas groupby",
-    }
+    return _result(log_s, answer_s, answer, capped, [d], in_log,
+                   "offline mode; wandb.Table per checkpoint via run.log; no local query API: "
+                   "answer = read the run's table JSON files + pandas groupby")
 
 
 def run_trackio(data, d: Path, max_s: float) -> dict:
@@ -377,16 +356,9 @@ def run_trackio(data, d: Path, max_s: float) -> dict:
     frames = [pd.DataFrame(row["samples"]["_value"]) for row in logs if "samples" in row]
     answer = counts_from_frame(pd.concat(frames))
     answer_s = time.perf_counter() - t1
-    return {
-        "log_seconds": log_s,
-        "answer_seconds": answer_s,
-        "answer": answer,
-        "checkpoints_done": capped.done,
-        "disk_paths": [d],
-        "training_thread_log_seconds": in_log,
-        "method": "local SQLite; trackio.Table per checkpoint via trackio.log; "
-        "answer = SQLiteStorage.get_logs + pandas groupby",
-    }
+    return _result(log_s, answer_s, answer, capped, [d], in_log,
+                   "local SQLite; trackio.Table per checkpoint via trackio.log; "
+                   "answer = SQLiteStorage.get_logs + pandas groupby")
 
 
 # ---------------------------------------------------------------------------------- runwatch
