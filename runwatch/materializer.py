@@ -91,7 +91,12 @@ class Materializer:
         self.last_error: str | None = None
         self.broker_reachable = False
         self.lag: int | None = None
-        self.idle = False  # the last poll found nothing and every batch read is applied
+        # Caught up with the data: the last poll found no sample or run message and every one
+        # read is applied. The alerts topic does not count: the detector's own events arrive
+        # there, and they never make a checkpoint more or less complete.
+        self.idle = False
+        self._data_read = 0
+        self._data_applied = 0
         self._consumer = None
         self._positions: dict = {}  # next offsets of the last applied batch
         self._writer: _Writer | None = None
@@ -208,6 +213,8 @@ class Materializer:
             records, dead = decode_alerts_message(message.value)
             batch.add_reviews(message.topic, message.partition, message.offset, records, dead)
             return
+        batch.data_messages += 1
+        self._data_read += 1
         samples, events, dead = decode(message.value, max_bytes=self.max_message_bytes)
         batch.add(message.topic, message.partition, message.offset, samples, events, dead)
 
@@ -217,6 +224,7 @@ class Materializer:
 
     def _applied(self, batch: Batch, result) -> None:
         """Writer thread, after each commit."""
+        self._data_applied += batch.data_messages
         self._positions.update(batch.next_offsets)
         s = self.stats
         s.messages += batch.messages
@@ -301,7 +309,8 @@ class Materializer:
                         batch = Batch()
                 self._commit_group()
                 # Caught up: a poll found nothing new and everything read is applied.
-                self.idle = not polled and not batch.messages and not writer.busy
+                self.idle = (self._data_read == self._data_applied
+                             and not any(tp.topic != self.alerts_topic for tp in polled))
                 if not polled and not batch.messages and not writer.busy:
                     if until_idle and self._caught_up():
                         idle_since = idle_since or time.monotonic()
@@ -318,6 +327,7 @@ class Materializer:
                 log.warning("materializer: %s (retrying)", self.last_error)
                 batch = Batch()  # not committed: it is read again from the applied positions
                 writer.drain()
+                self._data_read = self._data_applied  # what was dropped is read again
                 self._reset_consumer()
                 stop.wait(1.0)
         if batch.messages:

@@ -61,6 +61,7 @@ class Batch:
     reviews: list[tuple[dict, str | None, int | None, int | None]] = field(default_factory=list)  # alerts topic
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
+    data_messages: int = 0  # of the samples and runs topics (not the alerts topic)
     received: int = 0  # samples added (repeats inside the batch included)
     pending: list = field(default_factory=list)  # decoded samples not staged yet
     pending_from: list[tuple[int, int, int]] = field(default_factory=list)  # per message: (count, partition, offset)
