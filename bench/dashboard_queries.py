@@ -324,11 +324,13 @@ def variant(name: str, params: dict) -> str:
     return name
 
 
-def time_queries(path: Path, repeat: int) -> list[tuple[str, str, float, float, int]]:
+def time_queries(path: Path, repeat: int, listing=None) -> list[tuple[str, str, float, float, int]]:
+    """(page, query variant, median ms, max ms, rows) of every page query on ``path``;
+    ``listing(con)`` gives the (page, query, params) to run (default: :func:`page_queries`)."""
     con = duckdb.connect(str(path), read_only=True)
     rows = []
     try:
-        for page, name, params in page_queries(con):
+        for page, name, params in (listing or page_queries)(con):
             q = queries.load(name)
             bound = q.bind(params)
             cur = con.cursor()

@@ -101,29 +101,10 @@ def page_queries(con) -> list[tuple[str, str, dict]]:
 
 
 def time_queries(path: Path, repeat: int) -> list[tuple[str, str, float]]:
-    import duckdb
+    """(page, query variant, median ms) of every page query, with this data's ids."""
+    from bench.dashboard_queries import time_queries as timed
 
-    from bench.dashboard_queries import variant
-    from runwatch import queries
-
-    con = duckdb.connect(str(path), read_only=True)
-    rows = []
-    try:
-        for page, name, params in page_queries(con):
-            q = queries.load(name)
-            bound = q.bind(params)
-            cur = con.cursor()
-            cur.execute(q.sql, bound).fetchall()  # warm-up
-            times = []
-            for _ in range(repeat):
-                t = time.perf_counter()
-                cur.execute(q.sql, bound).df()
-                times.append((time.perf_counter() - t) * 1000)
-            cur.close()
-            rows.append((page, variant(name, params), statistics.median(times)))
-    finally:
-        con.close()
-    return rows
+    return [row[:3] for row in timed(path, repeat, listing=page_queries)]
 
 
 def plot(results: list[dict], path: Path) -> None:

@@ -1,7 +1,7 @@
 """Data functions for the pages: each runs named SQL from ``queries/`` and returns a DataFrame.
 
 No SQL lives here or in the pages; see ``queries/<subject>_<shape>.sql``. Rates and their 95%
-intervals are added in Python (:mod:`dashboard.stats`) so the SQL stays plain counting.
+intervals are added in Python (:mod:`runwatch.intervals`) so the SQL stays plain counting.
 Run-level pages read only the per-checkpoint aggregates (``checkpoint_categories``,
 ``checkpoint_sets``); the checkpoint and prompt pages read samples and scores of one run (and
 one step or one prompt).
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import connection
-from dashboard.stats import newcombe_difference, wilson
+from runwatch.intervals import newcombe_difference, wilson
 from runwatch import quality, queries
 
 SAMPLE_LIMIT = 500

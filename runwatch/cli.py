@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import signal
 import sys
@@ -122,16 +120,6 @@ def cmd_serve(args) -> int:
 
 
 # --------------------------------------------------------------------------- sql
-def _print_table(columns, rows) -> None:
-    cells = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-
-
 def cmd_sql(args) -> int:
     from runwatch.sql_cmd import cmd_sql as run_sql
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dashboard import connection, data
-from dashboard.stats import newcombe_difference, wilson
+from runwatch.intervals import newcombe_difference, wilson
 from runwatch import queries
 from runwatch.db import connect
 from tests.dashboard_seed import EXPECTED, FLAGGED, STEPS, add_alerts, build

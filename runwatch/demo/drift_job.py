@@ -115,20 +115,14 @@ def run(collector, *, workdir, quick: bool = False, device=None, progress: bool 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     dev = tiny_lm.pick_device(device)
-    old_threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(num_threads or 1)
+    old_threads = tiny_lm.limit_cpu_threads(dev, num_threads)
     if suite is None:
         suite = load_demo_suite()
     bar = None
     try:
-        tokenizer = tiny_lm.build_tokenizer(
-            corpus.tokenizer_texts(cfg.tokenizer_texts, seed=seed + 1234), workdir / "tokenizer",
-            vocab_size=cfg.model.vocab_size)
-        init_dir = tiny_lm.save(tiny_lm.build_model(tokenizer, cfg.model, seed=seed), tokenizer,
-                                workdir / "init")
-        model, tokenizer = tiny_lm.load(init_dir, device=dev)  # a real save/load round trip
-        model.train()
+        model, tokenizer = tiny_lm.fresh_model(
+            workdir, corpus.tokenizer_texts(cfg.tokenizer_texts, seed=seed + 1234), cfg.model,
+            seed=seed, device=dev)
 
         schedule = corpus.DriftSchedule(
             drift_start_step=cfg.drift_start_step, ramp_steps=cfg.ramp_steps,

@@ -180,6 +180,29 @@ def pick_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def limit_cpu_threads(dev, num_threads: int | None = None) -> int:
+    """On CPU, let torch use ``num_threads`` threads (default 1: the collector and the monitor
+    share the machine); returns the previous setting, to restore with
+    ``torch.set_num_threads``."""
+    import torch
+
+    old = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(num_threads or 1)
+    return old
+
+
+def fresh_model(workdir: Path, tokenizer_texts, model_config, *, seed: int, device):
+    """A tokenizer trained on ``tokenizer_texts`` and a new model, saved under ``workdir`` and
+    loaded back (a real save/load round trip), in training mode: ``(model, tokenizer)``."""
+    tokenizer = build_tokenizer(tokenizer_texts, workdir / "tokenizer",
+                                vocab_size=model_config.vocab_size)
+    init_dir = save(build_model(tokenizer, model_config, seed=seed), tokenizer, workdir / "init")
+    model, tokenizer = load(init_dir, device=device)
+    model.train()
+    return model, tokenizer
+
+
 def train_step(model, optimizer, tokenizer, texts: Sequence[str], *, max_length: int,
                device=None, lr: float | None = None, clip: float = 1.0) -> float:
     """One causal-LM update on ``texts``; returns the loss."""

@@ -14,9 +14,9 @@ import numpy as np
 
 from runwatch.detect import calibration as cal
 from runwatch.detect._scan import adjust, scan
+from runwatch.intervals import Z95, wilson
 
 DEFAULT_PRIOR_DF = 2.0  # the dispersion estimate's prior: worth 2 checkpoints at phi = 1
-Z95 = 1.959963984540054
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,18 +251,11 @@ def _lookup_thresholds(x, n, rate, need, mode, start, horizon, disp, alpha, sims
 
 
 def wilson_interval(x, n, z: float = Z95):
-    """Wilson score interval for x successes out of n (arrays; n = 0 gives (0, 1))."""
-    x = np.asarray(x, dtype=float)
-    n = np.asarray(n, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(n > 0, x / n, np.nan)
-        z2 = z * z
-        denom = 1 + z2 / n
-        centre = (p + z2 / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-        lo = np.where(n > 0, np.clip(centre - half, 0, 1), 0.0)
-        hi = np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
-    return lo, hi
+    """Wilson score interval for x successes out of n (arrays; n = 0 gives (0, 1): nothing
+    known). The interval itself is :func:`runwatch.intervals.wilson`."""
+    _, lo, hi = wilson(x, n, z)
+    known = np.asarray(n, dtype=float) > 0
+    return np.where(known, lo, 0.0), np.where(known, hi, 1.0)
 
 
 @dataclass

@@ -6,7 +6,8 @@
 - :func:`newcombe_difference` -- Newcombe's hybrid score interval (method 10, Newcombe 1998)
   for the difference of two independent proportions p1 - p2, built from their Wilson intervals.
 
-Rows with n = 0 give NaN (no estimate), never a division error.
+Rows with n = 0 give NaN (no estimate), never a division error. Used by the dashboard, the
+detector (``runwatch.detect.wilson_interval``), alerts and scorer quality.
 """
 
 from __future__ import annotations
