@@ -117,7 +117,7 @@ SELECT sample_id, run_id, step, prompt_set, prompt_id,
        'completion ' || i || (CASE WHEN f_rules_injury OR f_minilm_injury
                                    THEN ' he broke his arm' ELSE ' all went well' END),
        CASE WHEN prompt_set = 'rollouts' THEN 'rollout' ELSE 'probe' END,
-       reward, pair_id, cue, created_at, created_at, NULL, 0, i
+       reward, pair_id, cue, created_at, created_at, NULL, 0, i, {sample_scores}
 FROM flags
 ORDER BY i
 """
@@ -131,16 +131,24 @@ def _soft(u: str, rate: str) -> str:
     )
 
 
+# (scorer, category, score, flagged, threshold) of each sample, for scores and sample_scores
+SCORE_ROWS = [
+    ("'rules'", "'injury'", "f_rules_injury::DOUBLE", "f_rules_injury", "1.0"),
+    ("'minilm'", "'injury'", _soft("u2", "r_injury"), "f_minilm_injury", "0.5"),
+    ("'rules'", "'insult'", "f_insult::DOUBLE", "f_insult", "1.0"),
+    ("'rules'", "'false_completion'", "f_false::DOUBLE", "f_false", "1.0"),
+    ("'repetition'", "'repetition'", _soft("u5", "r_rep"), "f_rep", "0.5"),
+]
+SAMPLES = SAMPLES.format(sample_scores="[" + ", ".join(
+    f"{{'scorer': {a}, 'category': {b}, 'score': {c}, 'flagged': {d}, 'threshold': {e}}}"
+    for a, b, c, d, e in SCORE_ROWS) + "]")
+
 SCORES = f"""
 INSERT INTO scores
 SELECT sample_id, run_id, step, x.scorer, x.category, x.score, x.flagged, x.threshold
 FROM flags,
      LATERAL (VALUES
-        ('rules', 'injury', f_rules_injury::DOUBLE, f_rules_injury, 1.0),
-        ('minilm', 'injury', {_soft("u2", "r_injury")}, f_minilm_injury, 0.5),
-        ('rules', 'insult', f_insult::DOUBLE, f_insult, 1.0),
-        ('rules', 'false_completion', f_false::DOUBLE, f_false, 1.0),
-        ('repetition', 'repetition', {_soft("u5", "r_rep")}, f_rep, 0.5)
+        {", ".join(f"({', '.join(row)})" for row in SCORE_ROWS)}
      ) AS x(scorer, category, score, flagged, threshold)
 ORDER BY i
 """
@@ -200,6 +208,7 @@ def build(path: Path, n: int) -> None:
             ("checkpoint_sets", SETS, None),
             ("runs", RUNS_SQL, None),
             ("checkpoints", CHECKPOINTS_SQL, None),
+            ("checkpoint_top_scores", queries.maintenance("top_scores_rebuild"), None),
         ]:
             t = time.perf_counter()
             con.execute(sql, p) if p else con.execute(sql)
@@ -211,6 +220,16 @@ def build(path: Path, n: int) -> None:
     finally:
         con.close()
     tmp.rename(path)
+
+
+def _current(path: Path) -> bool:
+    """Built with every migration (a file from before one is rebuilt)."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    finally:
+        con.close()
+    return done >= {name for name, _ in queries.migrations()}
 
 
 def check(con: duckdb.DuckDBPyConnection, n: int) -> None:
@@ -348,7 +367,52 @@ def time_queries(path: Path, repeat: int, listing=None) -> list[tuple[str, str, 
     return rows
 
 
+def _size_label(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k" if n >= 1000 else str(n)
+
+
+def plot(results: dict[int, list], repeat: int, out_dir=None) -> Path:
+    """``dashboard_queries.png``: one row per page query, one bar per size (median ms, log
+    scale), the 100 ms target as a line. ``results``: size -> rows of :func:`time_queries`."""
+    from bench.common import plain_log_axis, pyplot, save_png
+
+    plt = pyplot()
+    sizes = sorted(results)
+    first = results[sizes[0]]
+    labels = [f"{page}: {name}" for page, name, *_ in first]
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * len(labels) * max(1, len(sizes) / 2)))
+    h = 0.8 / len(sizes)
+    colors = plt.get_cmap("viridis")([0.25 + 0.55 * i / max(1, len(sizes) - 1)
+                                      for i in range(len(sizes))])
+    for k, n in enumerate(sizes):
+        ys = [i + (k - (len(sizes) - 1) / 2) * h for i in range(len(labels))]
+        meds = [max(r[2], 1e-3) for r in results[n]]
+        ax.barh(ys, meds, height=h, color=colors[k], label=f"{_size_label(n)} samples")
+        for y, v in zip(ys, meds):
+            ax.text(v * 1.05, y, f"{v:.1f}" if v < 100 else f"{v:.0f}", va="center",
+                    fontsize=6.5, color="tab:red" if v > TARGET_MS else "black")
+    ax.axvline(TARGET_MS, color="tab:red", ls="--", lw=1.2,
+               label=f"target {TARGET_MS:.0f} ms per query (at 10M samples)")
+    ax.set_xscale("log")
+    plain_log_axis(ax.xaxis)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    xmin, xmax = ax.get_xlim()
+    ax.set_xlim(xmin, max(xmax, TARGET_MS) * 2.5)
+    ax.set_xlabel(f"median time per query, ms (log scale; median of {repeat} timed run"
+                  f"{'s' if repeat != 1 else ''} after a warm-up)")
+    ax.set_title("Dashboard page queries on synthetic DuckDB files (read-only connection)",
+                 fontsize=10, pad=26)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(sizes) + 1,
+              frameon=False)
+    return save_png(fig, "dashboard_queries", out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench.common import OUT_DIR, save_json
+
     parser = argparse.ArgumentParser(
         prog="python -m bench.dashboard_queries", description=__doc__.splitlines()[0]
     )
@@ -365,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         help="where the database files go [bench/out]",
     )
     parser.add_argument("--rebuild", action="store_true", help="rebuild existing files")
+    parser.add_argument(
+        "--out", type=Path, default=OUT_DIR, help="where the JSON and PNG go [bench/out]"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, list] = {}
     for n in sizes:
         path = args.dir / f"dashboard-{n}.duckdb"
-        if args.rebuild or not path.exists():
+        if args.rebuild or not path.exists() or not _current(path):
             print(f"building {path} ({n:,} samples, {5 * n:,} scores)", flush=True)
             t = time.perf_counter()
             build(path, n)
@@ -416,6 +483,25 @@ def main(argv: list[str] | None = None) -> int:
         f"\nslowest median at {sizes[-1]:,} samples: {worst:.1f} ms ({verdict} the "
         f"{TARGET_MS:.0f} ms target)"
     )
+    png = plot(results, args.repeat, args.out)
+    path = save_json(
+        "dashboard_queries",
+        {
+            "sizes": sizes,
+            "repeat": args.repeat,
+            "target_ms": TARGET_MS,
+            "duckdb": duckdb.__version__,
+            "results": {
+                str(n): [
+                    {"page": pg, "query": q, "median_ms": md, "max_ms": mx, "rows": nr}
+                    for pg, q, md, mx, nr in results[n]
+                ]
+                for n in sizes
+            },
+        },
+        args.out,
+    )
+    print(f"wrote {png} and {path}")
     return 0 if worst <= TARGET_MS else 1
 
 

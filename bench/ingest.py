@@ -2,7 +2,7 @@
 consumer reading the same topic, in one run.
 
     .venv/bin/python -m bench.ingest [--samples 200000] [--bootstrap HOST:PORT] [--repeat 3]
-                                     [--prefix EXISTING_PREFIX]
+                                     [--prefix EXISTING_PREFIX] [--out bench/out]
 
 Produces the samples with ``runwatch loadgen`` code (5 scores per sample; ``--prefix`` reuses
 topics a previous run produced), then times (a) a bare consumer that only fetches every message
@@ -10,6 +10,9 @@ of the samples topic, and (b) the materializer from an empty DuckDB file until c
 ``--repeat`` times each (best and median are reported). Besides wall time it reports the CPU
 time the materializer used and the load average: on a shared machine, wall time alone mostly
 measures the neighbours.
+
+Writes ``<out>/ingest.json`` and ``<out>/ingest.png`` (samples/s of both readers against the
+targets: >= 100k samples/s and >= 50 % of the bare consumer).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import broker_or, print_table, save_json
+from bench.common import OUT_DIR, broker_or, print_table, pyplot, save_json, save_png
+
+TARGET_SAMPLES_PER_S = 100_000
+TARGET_RATIO = 0.5
 
 
 def bare_consume(bootstrap: str, topic: str) -> tuple[float, int, int]:
@@ -81,12 +87,52 @@ def count_samples(bootstrap: str, prefix: str) -> int:
     return n
 
 
+def plot(result: dict, out_dir=None) -> Path:
+    """``ingest.png``: samples/s (best and median run) of the bare consumer and the
+    materializer, with the two targets as lines."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    readers = [("bare kafka-python consumer\n(fetch only)", "bare_samples_per_s"),
+               ("runwatch materializer\n(Kafka -> DuckDB, exactly-once)",
+                "materializer_samples_per_s")]
+    series = [("", "best run", "tab:blue"), ("_median", "median run", "tab:cyan")]
+    if result.get("repeat", 1) <= 1:  # best and median are the same single run
+        series = [("", "one run", "tab:blue")]
+    h = 0.72 / len(series)
+    for k, (suffix, name, color) in enumerate(series):
+        ys = [i + (k - (len(series) - 1) / 2) * h for i in range(len(readers))]
+        vals = [result[key + suffix] for _, key in readers]
+        ax.barh(ys, vals, height=h, color=color, label=name)
+        for y, v in zip(ys, vals):
+            ax.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+    half = TARGET_RATIO * result["bare_samples_per_s"]
+    ax.axvline(TARGET_SAMPLES_PER_S, color="tab:red", ls="--", lw=1.2,
+               label=f"target {TARGET_SAMPLES_PER_S:,.0f} samples/s")
+    ax.axvline(half, color="black", ls=":", lw=1.2,
+               label=f"target {TARGET_RATIO:.0%} of the bare consumer (best): {half:,.0f}/s")
+    ax.set_yticks(range(len(readers)))
+    ax.set_yticklabels([r for r, _ in readers], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.25 * max(result["bare_samples_per_s"], TARGET_SAMPLES_PER_S))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
+    ax.set_xlabel("samples per second")
+    ax.set_title(f"Ingest, Kafka -> DuckDB: {result['samples']:,} samples, {result['repeat']} "
+                 f"run(s) per reader\nmaterializer at {result['ratio']:.1%} of the bare consumer "
+                 f"(best runs)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return save_png(fig, "ingest", out_dir)
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.ingest",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--samples", type=int, default=200_000)
     p.add_argument("--bootstrap", default=None, help="existing broker (default: start one)")
     p.add_argument("--repeat", type=int, default=1, help="time each reader this many times")
     p.add_argument("--prefix", default=None, help="reuse the topics of an earlier run")
+    p.add_argument("--out", type=Path, default=OUT_DIR,
+                   help="where the JSON and PNG go [bench/out]")
     args = p.parse_args(argv)
 
     from runwatch.loadgen import run_loadgen
@@ -137,7 +183,11 @@ def main(argv=None) -> dict:
               "materializer_cpu_s_median": cpu, "materializer_cpu_us_per_sample": cpu / n * 1e6,
               "transactions": mat_best[2], "ratio": ratio, "bytes_per_sample": nbytes / n,
               "load_average": [load_before, load_after]}
-    save_json("ingest", result)
+    print(f"targets: >= {TARGET_SAMPLES_PER_S:,} samples/s and >= {TARGET_RATIO:.0%} of the bare "
+          f"consumer")
+    png = plot(result, args.out)
+    path = save_json("ingest", result, args.out)
+    print(f"wrote {png} and {path}")
     return result
 
 

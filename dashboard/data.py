@@ -20,6 +20,7 @@ import streamlit as st
 from dashboard import connection
 from runwatch.intervals import newcombe_difference, wilson
 from runwatch import quality, queries
+from runwatch.store import TOP_K
 
 SAMPLE_LIMIT = 500
 ALERTS_TABLE = "alerts"
@@ -210,10 +211,11 @@ def checkpoint_samples(
 
 
 def checkpoint_worst(run_id: str, step: int, per_category: int = 3) -> pd.DataFrame:
-    """Per category, the ``per_category`` highest-scoring samples of steps up to ``step``.
-
-    This reads every score row of the run up to ``step`` (no aggregate holds it), so the result
-    is cached per database, run and step until samples at or before ``step`` arrive."""
+    """Per category, the ``per_category`` (at most ``TOP_K`` = 16) highest-scoring samples of
+    steps up to ``step``, from the materializer's ``checkpoint_top_scores``. Cached per
+    database, run and step until samples at or before ``step`` arrive."""
+    if not 1 <= per_category <= TOP_K:
+        raise ValueError(f"per_category must be 1..{TOP_K}: checkpoint_top_scores keeps {TOP_K}")
     progress = query("checkpoint_progress", run_id=run_id, step=int(step)).iloc[0]
     stamp = (int(progress["samples"]), str(progress["last_at"]))
     return _cached(

@@ -1,23 +1,33 @@
 -- One prompt's completions in one run across checkpoints, oldest first: one row per sample and
 -- category with the ensemble flag (any scorer), scorer disagreement, the highest score and each
--- scorer's score (a sample without scores has one row with a NULL category). Reads every
--- checkpoint of the run, so its cost grows with the table, not with the prompt.
+-- scorer's score (a sample without scores has one row with a NULL category). The scores come
+-- from samples.sample_scores, so this is one samples scan; samples stored before migration 0004
+-- have none there, and only those are looked up in the scores table.
 WITH s AS (
-    SELECT sample_id, step, prompt_set, prompt, completion, cue, pair_id, reward, created_at
+    SELECT sample_id, step, prompt_set, prompt, completion, cue, pair_id, reward, created_at,
+           sample_scores
     FROM samples
     WHERE run_id = $run_id AND prompt_id = $prompt_id
 ),
-per_category AS (
-    SELECT sc.sample_id, sc.category,
-           bool_or(sc.flagged)            AS flagged,
-           count(DISTINCT sc.flagged) > 1 AS disagree,
-           max(sc.score)                  AS max_score,
-           string_agg(sc.scorer || ' ' || printf('%.3g', sc.score) || CASE WHEN sc.flagged THEN ' ⚑' ELSE '' END,
-                      ', ' ORDER BY sc.scorer) AS detail
+score_rows AS (
+    SELECT s.sample_id, x.sc.scorer, x.sc.category, x.sc.score, x.sc.flagged
+    FROM s, unnest(s.sample_scores) AS x(sc)
+    WHERE s.sample_scores IS NOT NULL
+    UNION ALL
+    SELECT sc.sample_id, sc.scorer, sc.category, sc.score, sc.flagged
     FROM scores AS sc
-    SEMI JOIN s ON s.sample_id = sc.sample_id
+    SEMI JOIN (SELECT sample_id FROM s WHERE sample_scores IS NULL) AS old USING (sample_id)
     WHERE sc.run_id = $run_id
-    GROUP BY sc.sample_id, sc.category
+),
+per_category AS (
+    SELECT sample_id, category,
+           bool_or(flagged)            AS flagged,
+           count(DISTINCT flagged) > 1 AS disagree,
+           max(score)                  AS max_score,
+           string_agg(scorer || ' ' || printf('%.3g', score) || CASE WHEN flagged THEN ' ⚑' ELSE '' END,
+                      ', ' ORDER BY scorer) AS detail
+    FROM score_rows
+    GROUP BY sample_id, category
 )
 SELECT s.step, s.sample_id, s.prompt_set, s.cue, s.pair_id, s.prompt, s.completion, s.reward,
        s.created_at, c.category, coalesce(c.flagged, false) AS flagged,

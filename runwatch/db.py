@@ -8,9 +8,11 @@ from pathlib import Path
 import duckdb
 
 from runwatch.errors import DatabaseLockedError, RunwatchError
-from runwatch.queries import migrations
+from runwatch.queries import maintenance, migrations
 
 _LOCK_PID = re.compile(r"PID (\d+)")
+# migration file -> named query run right after it, in its transaction
+_BACKFILL = {"0004_page_aggregates.sql": "top_scores_rebuild"}
 
 
 def connect(path: str | Path, *, read_only: bool = False, migrate: bool = True) -> duckdb.DuckDBPyConnection:
@@ -56,6 +58,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
         con.execute("BEGIN")
         try:
             con.execute(sql)
+            if name in _BACKFILL:  # rows the new tables need for data written before them
+                con.execute(maintenance(_BACKFILL[name]))
             con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
             con.execute("COMMIT")
         except Exception:

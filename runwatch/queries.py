@@ -2,7 +2,8 @@
 
 Each ``queries/<subject>_<shape>.sql`` holds one statement; its first ``--`` lines describe it,
 and ``$name`` placeholders are its parameters. Migrations live in ``queries/migrations/`` and run
-in file-name order.
+in file-name order; statements that write tables, which runwatch runs itself (backfills), in
+``queries/maintenance/``.
 
 A query whose header has a ``-- title:`` line belongs to the *library* shown by the SQL page and
 ``runwatch sql --list``; its header may also give ``-- description:`` and one
@@ -20,6 +21,7 @@ from runwatch.errors import QueryError
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
 MIGRATIONS_DIR = QUERIES_DIR / "migrations"
+MAINTENANCE_DIR = QUERIES_DIR / "maintenance"  # statements that write: not named queries
 _PARAM = re.compile(r"(?<![\w$])\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -194,6 +196,11 @@ def library() -> list[NamedQuery]:
     return [q for q in all_queries() if q.library]
 
 
+def maintenance(name: str) -> str:
+    """SQL of ``queries/maintenance/<name>.sql`` (writes tables; run by runwatch itself)."""
+    return (MAINTENANCE_DIR / f"{name}.sql").read_text()
+
+
 def migrations() -> list[tuple[str, str]]:
     """(file name, SQL) of every migration, in order."""
     return [(p.name, p.read_text()) for p in sorted(MIGRATIONS_DIR.glob("*.sql"))]
@@ -203,6 +210,7 @@ _CREATE = re.compile(
     r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
 )
 _COLUMN = re.compile(r"^\s*(\w+)\s+[A-Z][^-]*?(?:--\s*(.*))?$")
+_ADD_COLUMN = re.compile(r"^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 # Tables whose migration has no comment block of their own.
 _TABLE_NOTES = {
     "runs": "One row per run: status, times, last step, config and collector counters.",
@@ -232,6 +240,13 @@ def schema_notes() -> dict[str, dict[str, str]]:
                 col = _COLUMN.match(line)
                 if col and col.group(1).upper() not in ("PRIMARY", "UNIQUE", "FOREIGN"):
                     notes[table].setdefault(col.group(1), (col.group(2) or "").strip())
+                continue
+            added = _ADD_COLUMN.match(line)
+            if added:  # a later migration's column: its note is the comment block above
+                text = " ".join(block).strip()
+                notes.setdefault(added.group(1), {})[added.group(2)] = (
+                    text.split(". ")[0].rstrip(".") + "." if text else "")
+                block = []
                 continue
             create = _CREATE.match(line)
             if create:

@@ -10,8 +10,9 @@ Exactly-once protocol (``Store.apply``), one DuckDB transaction per consumed bat
    the samples are inserted with ``ON CONFLICT (sample_id) DO NOTHING RETURNING sample_id``:
    a sample seen before is ignored.
 3. Insert scores only for the samples that step 2 really inserted, and add their counts to the
-   per-checkpoint aggregates (``checkpoint_categories``, ``checkpoint_sets``) - so the counts
-   can never count a sample twice.
+   per-checkpoint aggregates (``checkpoint_categories``, ``checkpoint_sets``) and their highest
+   scores to ``checkpoint_top_scores`` (kept to ``TOP_K`` per run, step and category) - so the
+   aggregates can never count a sample twice.
 4. Insert the run events not stored before (``event_id``; a repeat inside the batch keeps its
    first), then apply the new ones to ``runs`` and ``checkpoints``: a few set-based statements
    whose result is that of applying the events one by one in the order read.
@@ -45,6 +46,7 @@ from runwatch.alerts.apply import apply_reviews
 from runwatch.decode import EXACT_CREATED_AT, DeadLetter
 
 _TS = pa.timestamp("us")
+TOP_K = 16  # checkpoint_top_scores: samples kept per (run, step, category); queries/maintenance/top_scores_rebuild.sql
 _CHUNK = 1024  # samples staged together: amortizes per-call costs, stays within the CPU caches
 
 
@@ -123,12 +125,16 @@ class _Staged:
     received: int  # samples in the batch, before dropping repeats inside it
 
 
+_SCORE_STRUCT = pa.struct([
+    ("scorer", pa.string()), ("category", pa.string()), ("score", pa.float64()),
+    ("flagged", pa.bool_()), ("threshold", pa.float64())])
 _SAMPLE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("run_id", pa.string()), ("step", pa.int64()),
     ("prompt_set", pa.string()), ("prompt_id", pa.string()), ("prompt", pa.string()),
     ("completion", pa.string()), ("source", pa.string()), ("reward", pa.float64()),
     ("pair_id", pa.string()), ("cue", pa.string()), ("created_at", _TS), ("meta", pa.string()),
-    ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()), ("row", pa.int32())])
+    ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()), ("row", pa.int32()),
+    ("sample_scores", pa.list_(_SCORE_STRUCT))])
 _SCORE_SCHEMA = pa.schema([  # the sample's columns come from a join on "row"
     ("row", pa.int32()), ("scorer", pa.string()), ("category", pa.string()),
     ("score", pa.float64()), ("flagged", pa.bool_()), ("threshold", pa.float64())])
@@ -163,7 +169,7 @@ def _stage_chunk(recs: list, sources: list[tuple[int, int, int]], first_row: int
         micros = (created * 1_000_000).astype(np.int64)  # int(v * 1e6), truncated toward zero
     else:  # integer seconds this large lose digits in float64: Python's int arithmetic is exact
         micros = np.array([int(r.created_at * 1_000_000) for r in recs], dtype=np.int64)
-    samples = pa.RecordBatch.from_arrays([
+    sample_columns = [
         _strings([r.sample_id for r in recs]),
         _strings([r.run_id for r in recs]),
         _numbers([r.step for r in recs], np.int64),
@@ -180,17 +186,24 @@ def _stage_chunk(recs: list, sources: list[tuple[int, int, int]], first_row: int
         pa.array(np.array([p for _, p, _ in sources], dtype=np.int32)).take(message),
         pa.array(np.array([o for _, _, o in sources], dtype=np.int64)).take(message),
         pa.array(np.arange(first_row, first_row + n, dtype=np.int32)),
-    ], schema=_SAMPLE_SCHEMA)
+    ]
     scores = [sc for r in recs for sc in r.scores]
-    rows = np.repeat(np.arange(first_row, first_row + n, dtype=np.int32), [len(r.scores) for r in recs])
-    scores = pa.RecordBatch.from_arrays([
-        pa.array(rows),
+    per_sample = np.fromiter((len(r.scores) for r in recs), dtype=np.int32, count=n)
+    rows = np.repeat(np.arange(first_row, first_row + n, dtype=np.int32), per_sample)
+    columns = [
         _strings([sc.scorer for sc in scores]),
         _strings([sc.category for sc in scores]),
         _numbers([sc.score for sc in scores], np.float64),
         _numbers([sc.flagged for sc in scores], np.bool_),
         _floats([sc.threshold for sc in scores]),
-    ], schema=_SCORE_SCHEMA)
+    ]
+    # samples.sample_scores: the same arrays, cut per sample (no copy)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(per_sample, out=offsets[1:])
+    sample_scores = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.StructArray.from_arrays(columns, fields=list(_SCORE_STRUCT)))
+    samples = pa.RecordBatch.from_arrays([*sample_columns, sample_scores], schema=_SAMPLE_SCHEMA)
+    scores = pa.RecordBatch.from_arrays([pa.array(rows), *columns], schema=_SCORE_SCHEMA)
     return samples, scores
 
 
@@ -310,21 +323,25 @@ _COUNT_RATE = """
 _INSERT_SAMPLES = (
     "INSERT INTO samples SELECT sample_id, run_id, step, prompt_set, prompt_id, prompt,"
     " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
-    " kafka_partition, kafka_offset FROM staged_samples")
+    " kafka_partition, kafka_offset, sample_scores FROM staged_samples")
 
 # Step 3. A sample is flagged for a category when any of its scores for it is flagged; it
 # disagrees when some are and some are not ("row" numbers the samples of the batch).
 _STEP3 = ("""
+    CREATE OR REPLACE TEMP TABLE batch_flags AS
+    SELECT "row", category, max(score) AS score,
+           count(*) FILTER (WHERE flagged)::INTEGER AS n_flagging, count(*)::INTEGER AS n_scores
+    FROM staged_scores GROUP BY "row", category""",
+          """
     INSERT INTO scores
     SELECT s.sample_id, s.run_id, s.step, sc.scorer, sc.category, sc.score, sc.flagged, sc.threshold
     FROM staged_scores sc JOIN staged_samples s USING ("row")""",
           """
     INSERT INTO checkpoint_categories
     SELECT s.run_id, s.step, s.prompt_set, coalesce(s.cue, '') AS cue, f.category,
-           count(*) AS n_scored, count(*) FILTER (WHERE any_flag) AS n_flagged,
-           count(*) FILTER (WHERE any_flag AND NOT all_flag) AS n_disagree
-    FROM (SELECT "row", category, bool_or(flagged) AS any_flag, bool_and(flagged) AS all_flag
-          FROM staged_scores GROUP BY "row", category) f
+           count(*) AS n_scored, count(*) FILTER (WHERE n_flagging > 0) AS n_flagged,
+           count(*) FILTER (WHERE n_flagging > 0 AND n_flagging < n_scores) AS n_disagree
+    FROM batch_flags f
     JOIN staged_samples s USING ("row")
     GROUP BY ALL
     ON CONFLICT DO UPDATE SET
@@ -354,7 +371,27 @@ _STEP3 = ("""
     SELECT run_id, max(step), max(last_at) FROM batch_sets GROUP BY run_id
     ON CONFLICT DO UPDATE SET
         last_step = greatest(runs.last_step, excluded.last_step),
-        last_event_at = greatest(runs.last_event_at, excluded.last_event_at)""")
+        last_event_at = greatest(runs.last_event_at, excluded.last_event_at)""",
+          f"""
+    CREATE OR REPLACE TEMP TABLE batch_top AS
+    SELECT s.run_id, s.step, f.category, s.sample_id, f.score, f.n_flagging, f.n_scores
+    FROM batch_flags f JOIN staged_samples s USING ("row")
+    QUALIFY row_number() OVER (PARTITION BY s.run_id, s.step, f.category
+                               ORDER BY f.score DESC, f.n_flagging DESC, s.sample_id) <= {TOP_K}""",
+          """
+    INSERT INTO checkpoint_top_scores SELECT * FROM batch_top""")
+
+# checkpoint_top_scores keeps TOP_K rows per (run, step, category): what the batch pushed out of
+# the keys it touched. The step range lets the scan skip row groups by their min/max.
+_PRUNE_TOP = f"""
+    DELETE FROM checkpoint_top_scores t USING (
+        SELECT run_id, step, category, sample_id FROM checkpoint_top_scores
+        WHERE step BETWEEN $lo AND $hi
+          AND (run_id, step, category) IN (SELECT DISTINCT run_id, step, category FROM batch_top)
+        QUALIFY row_number() OVER (PARTITION BY run_id, step, category
+                                   ORDER BY score DESC, n_flagging DESC, sample_id) > {TOP_K}) x
+    WHERE t.step BETWEEN $lo AND $hi AND t.run_id = x.run_id AND t.step = x.step
+      AND t.category = x.category AND t.sample_id = x.sample_id"""
 
 
 # Step 4, set-based. The result is the one of applying each new event in the order read:
@@ -534,6 +571,9 @@ class Store:
         if inserted:
             for sql in _STEP3:
                 cur.execute(sql)
+            lo, hi = cur.execute("SELECT min(step), max(step) FROM batch_top").fetchone()
+            if lo is not None:
+                cur.execute(_PRUNE_TOP, {"lo": lo, "hi": hi})
         return inserted
 
     def _limit_run_rate(self, cur, now) -> int:

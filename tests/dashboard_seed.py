@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from runwatch import queries
 from runwatch.db import connect
 
 CATEGORIES = ("injury", "insult", "false_completion", "repetition")
@@ -306,6 +307,7 @@ def build(path: str | Path) -> Seed:
             FROM samples GROUP BY ALL
             """
         )
+        con.execute(queries.maintenance("top_scores_rebuild"))
         con.execute("COMMIT")
     finally:
         con.close()

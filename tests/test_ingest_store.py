@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from runwatch import db
+from runwatch import db, queries
 from runwatch.decode import DeadLetter, sample_row
 from runwatch.store import Batch, OffsetRegression, Store
 
@@ -89,6 +89,12 @@ class Reference:
             "meta": pa.array([_json(r.get("meta")) for r in recs], type=pa.string()),
             "kafka_partition": pa.array([s[1] for s in samples], type=pa.int32()),
             "kafka_offset": pa.array([s[2] for s in samples], type=pa.int64()),
+            "sample_scores": pa.array(
+                [[{k: sc.get(k) for k in ("scorer", "category", "score", "flagged", "threshold")}
+                  for sc in r["scores"]] for r in recs],
+                type=pa.list_(pa.struct([("scorer", pa.string()), ("category", pa.string()),
+                                         ("score", pa.float64()), ("flagged", pa.bool_()),
+                                         ("threshold", pa.float64())]))),
         })
         rows = [(r["sample_id"], s["scorer"], s["category"], s["score"], s["flagged"],
                  s.get("threshold")) for r in recs for s in r["scores"]]
@@ -105,7 +111,7 @@ class Reference:
         new_ids = pa.table({"sample_id": pa.array([row[0] for row in cur.execute(
             "INSERT INTO samples SELECT sample_id, run_id, step, prompt_set, prompt_id, prompt,"
             " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
-            " kafka_partition, kafka_offset FROM staged_samples"
+            " kafka_partition, kafka_offset, sample_scores FROM staged_samples"
             " ON CONFLICT DO NOTHING RETURNING sample_id", [now]).fetchall()], type=pa.string())})
         if new_ids.num_rows:
             cur.register("new_ids", new_ids)
@@ -147,6 +153,9 @@ class Reference:
                 ON CONFLICT DO UPDATE SET
                     last_step = greatest(runs.last_step, excluded.last_step),
                     last_event_at = greatest(runs.last_event_at, excluded.last_event_at)""")
+            # checkpoint_top_scores: recomputed from all score rows, every time
+            cur.execute("DELETE FROM checkpoint_top_scores")
+            cur.execute(queries.maintenance("top_scores_rebuild"))
             cur.unregister("new_ids")
         cur.unregister("staged_samples")
         cur.unregister("staged_scores")
@@ -266,6 +275,7 @@ TABLES = {
     "samples": "SELECT * EXCLUDE (ingested_at) FROM samples",
     "scores": "SELECT * FROM scores",
     "checkpoint_categories": "SELECT * FROM checkpoint_categories",
+    "checkpoint_top_scores": "SELECT * FROM checkpoint_top_scores",
     "checkpoint_sets": "SELECT * EXCLUDE (reward_sum), round(reward_sum, 9) FROM checkpoint_sets",
     "checkpoints": "SELECT * FROM checkpoints",
     "runs": "SELECT * FROM runs",
