@@ -383,9 +383,13 @@ class Collector:
                     if not math.isfinite(value):
                         self._note_error(f"scorer {scorer.name} returned {value} for {s.category}; skipped")
                         continue
+                    threshold = None if s.threshold is None else float(s.threshold)
+                    if threshold is not None and not math.isfinite(threshold):
+                        self._note_error(f"scorer {scorer.name} threshold {threshold} for "
+                                         f"{s.category} is not a JSON number; sent as null")
+                        threshold = None
                     row.append({"scorer": scorer.name, "category": s.category, "score": value,
-                                "flagged": bool(s.flagged),
-                                "threshold": None if s.threshold is None else float(s.threshold)})
+                                "flagged": bool(s.flagged), "threshold": threshold})
         records = []
         for j, i in enumerate(keep):
             self._seq += 1

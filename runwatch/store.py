@@ -373,13 +373,11 @@ _STEP3 = ("""
         last_step = greatest(runs.last_step, excluded.last_step),
         last_event_at = greatest(runs.last_event_at, excluded.last_event_at)""",
           f"""
-    CREATE OR REPLACE TEMP TABLE batch_top AS
+    INSERT INTO checkpoint_top_scores
     SELECT s.run_id, s.step, f.category, s.sample_id, f.score, f.n_flagging, f.n_scores
     FROM batch_flags f JOIN staged_samples s USING ("row")
     QUALIFY row_number() OVER (PARTITION BY s.run_id, s.step, f.category
-                               ORDER BY f.score DESC, f.n_flagging DESC, s.sample_id) <= {TOP_K}""",
-          """
-    INSERT INTO checkpoint_top_scores SELECT * FROM batch_top""")
+                               ORDER BY f.score DESC, f.n_flagging DESC, s.sample_id) <= {TOP_K}""")
 
 # checkpoint_top_scores keeps TOP_K rows per (run, step, category): what the batch pushed out of
 # the keys it touched. The step range lets the scan skip row groups by their min/max.
@@ -387,7 +385,8 @@ _PRUNE_TOP = f"""
     DELETE FROM checkpoint_top_scores t USING (
         SELECT run_id, step, category, sample_id FROM checkpoint_top_scores
         WHERE step BETWEEN $lo AND $hi
-          AND (run_id, step, category) IN (SELECT DISTINCT run_id, step, category FROM batch_top)
+          AND (run_id, step, category) IN (SELECT DISTINCT s.run_id, s.step, f.category
+                                           FROM batch_flags f JOIN staged_samples s USING ("row"))
         QUALIFY row_number() OVER (PARTITION BY run_id, step, category
                                    ORDER BY score DESC, n_flagging DESC, sample_id) > {TOP_K}) x
     WHERE t.step BETWEEN $lo AND $hi AND t.run_id = x.run_id AND t.step = x.step
@@ -571,9 +570,8 @@ class Store:
         if inserted:
             for sql in _STEP3:
                 cur.execute(sql)
-            lo, hi = cur.execute("SELECT min(step), max(step) FROM batch_top").fetchone()
-            if lo is not None:
-                cur.execute(_PRUNE_TOP, {"lo": lo, "hi": hi})
+            steps = pc.min_max(staged.samples.column("step"))  # of the batch: a superset is fine
+            cur.execute(_PRUNE_TOP, {"lo": steps["min"].as_py(), "hi": steps["max"].as_py()})
         return inserted
 
     def _limit_run_rate(self, cur, now) -> int:

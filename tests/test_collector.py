@@ -208,3 +208,44 @@ def test_an_unwritable_spool_loses_only_the_outage_and_the_collector_recovers(tm
         assert query(tmp_path / "view.duckdb", "SELECT status, dropped FROM runs") == [("completed", final["dropped"])]
     finally:
         broker.stop()
+
+
+def test_encode_batch_orjson_path_matches_json():
+    """Samples take orjson's path; the decoded message is what json.dumps gives, and what json
+    refuses (NaN in meta, lone surrogates) is still refused."""
+    import math
+
+    import pytest as _pytest
+
+    from collectors import wire
+
+    meta = {"temperature": 0.7, "tags": ["a", "ü"], "n": 3, "deep": {"x": [1.5e-7, 1e16, None]}}
+    records = [{"schema_version": 1, "kind": "sample", "sample_id": f"s{i}", "run_id": "r",
+                "step": 2**62, "prompt_set": "p", "prompt_id": "q", "prompt": "ünï 👍",
+                "completion": "c\n\"x\"", "source": "probe", "reward": -0.1 * i, "pair_id": None,
+                "cue": None, "meta": meta, "created_at": 1795000000.123456,
+                "scores": [{"scorer": "s", "category": "c", "score": 0.25, "flagged": True,
+                            "threshold": None}]} for i in range(3)]
+    assert wire._orjson_safe(records)
+    value = encode_batch("r", records)
+    expected = json.dumps({"schema_version": 1, "kind": "batch", "run_id": "r", "records": records},
+                          ensure_ascii=False, allow_nan=False)
+    assert json.loads(value) == json.loads(expected)
+    # NaN / inf in meta: refused like json refuses them (never sent as null)
+    for bad in (math.nan, math.inf):
+        bad_records = [dict(records[0], meta={"x": [1.0, {"y": bad}]})]
+        assert not wire._orjson_safe(bad_records)
+        with _pytest.raises(ValueError):
+            encode_batch("r", bad_records)
+    # non-string keys: json's result (keys as strings)
+    odd = [dict(records[0], meta={1: "one"})]
+    assert json.loads(encode_batch("r", odd))["records"][0]["meta"] == {"1": "one"}
+    # integers over 64 bits: json's path, sent as json writes them (the monitor refuses them)
+    big = [dict(records[0], step=2**70)]
+    assert json.loads(encode_batch("r", big))["records"][0]["step"] == 2**70
+    # lone surrogate: refused
+    with _pytest.raises(ValueError):
+        encode_batch("r", [dict(records[0], prompt="\ud800")])
+    # events are encoded by json
+    event = {"schema_version": 1, "kind": "checkpoint", "run_id": "r", "step": 1, "metrics": {}}
+    assert not wire._orjson_safe([event])
