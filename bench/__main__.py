@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # name: (full-size arguments, --quick arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([], ["--samples", "20000"]),
-    "collector_overhead": ([], ["--samples", "10000"]),
+    "collector_overhead": ([], ["--samples", "10000", "--steps", "40"]),
     "dashboard_queries": ([], ["--sizes", "50000", "--repeat", "3"]),
     "detection": ([], ["--runs", "200"]),
     "e2e_latency": ([], ["--rates", "1000,10000", "--seconds", "5", "--configs", "default"]),
