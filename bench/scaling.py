@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -207,6 +208,7 @@ def main(argv=None) -> dict:
             bootstrap, kafka_dir = broker.bootstrap, tmp / "kafka"
         prefix = f"scale{uuid.uuid4().hex[:8]}"
         have = 0
+        sent_total: dict[str, int] = {}
         for k, size in enumerate(sizes):
             if results:
                 last = results[-1]
@@ -229,9 +231,19 @@ def main(argv=None) -> dict:
             produced = produce_more(bootstrap, prefix, size - have, seed=k)
             produce_s = time.perf_counter() - t
             have += produced.samples
+            for st in produced.stats:  # the collectors' own counts: what really reached Kafka
+                for key in ("sent", "spooled", "resent", "dropped"):
+                    sent_total[key] = sent_total.get(key, 0) + st[key]
+                for reason, n in st["dropped_by_reason"].items():
+                    sent_total[f"dropped:{reason}"] = sent_total.get(f"dropped:{reason}", 0) + n
             db = tmp / f"scale-{size}.duckdb"
             print(f"scaling: ingesting {have:,} samples into a fresh file ...", flush=True)
             ing = ingest(bootstrap, prefix, db)
+            stored = re.search(r"ingested (\d+) samples", ing["output"])
+            stored = int(stored.group(1)) if stored else None
+            if stored != have:
+                print(f"scaling: {have:,} samples offered, {stored} stored; collectors: {sent_total}",
+                      flush=True)
             duckdb_bytes = db.stat().st_size + (db.with_suffix(".duckdb.wal").stat().st_size
                                                 if db.with_suffix(".duckdb.wal").exists() else 0)
             kafka_bytes = 0
@@ -246,13 +258,14 @@ def main(argv=None) -> dict:
             results.append({
                 "size": have, "requested": size, "extrapolated": False,
                 "produce_samples_per_s": produced.samples / produce_s,
-                "ingest_seconds": ing["seconds"], "ingest_samples_per_s": have / ing["seconds"],
+                "ingest_seconds": ing["seconds"], "ingest_samples_per_s": (stored or have) / ing["seconds"],
                 "ingest_cpu_s": ing["cpu_s"], "peak_rss_bytes": ing["peak_rss_bytes"],
                 "duckdb_bytes": duckdb_bytes, "kafka_bytes": kafka_bytes,
                 "median_query_ms": statistics.median(r[2] for r in qs),
                 "slowest_query_ms": slowest[2], "slowest_query": f"{slowest[0]}/{slowest[1]}",
                 "pages_ms": pages, "queries_ms": [list(r) for r in qs],
-                "ingest_output": ing["output"],
+                "ingest_output": ing["output"], "stored_samples": stored,
+                "collectors": dict(sent_total),
             })
             db.unlink(missing_ok=True)
     finally:
@@ -263,13 +276,15 @@ def main(argv=None) -> dict:
     rows = []
     for r in results:
         mark = " (extrapolated)" if r["extrapolated"] else ""
-        rows.append([f"{r['size']:,}{mark}", f"{r['ingest_samples_per_s']:,.0f}",
+        coll = r.get("collectors") or {}
+        rows.append([f"{r['size']:,}{mark}", f"{r.get('stored_samples') or 0:,}",
+                     f"{coll.get('dropped', 0):,}", f"{r['ingest_samples_per_s']:,.0f}",
                      f"{r['ingest_seconds']:.1f}", f"{r['peak_rss_bytes'] / 2**20:,.0f}",
                      f"{r['duckdb_bytes'] / 2**20:,.1f}", f"{r['kafka_bytes'] / 2**20:,.1f}",
                      f"{r['median_query_ms']:.1f}",
                      f"{r['slowest_query_ms']:.1f} ({r['slowest_query']})"])
     print_table("Scaling: ingest (subprocess, fresh file) and dashboard queries",
-                ["samples", "ingest samples/s", "ingest s", "ingest peak RSS MiB", "DuckDB MiB",
+                ["samples offered", "stored", "collector dropped", "ingest samples/s", "ingest s", "ingest peak RSS MiB", "DuckDB MiB",
                  "Kafka log MiB", "median query ms", "slowest query ms"], rows)
     measured = [r for r in results if not r["extrapolated"]]
     if measured:
