@@ -42,17 +42,6 @@ def produce_raw(bootstrap, topic, values, key=b"raw-run"):
         producer.close()
 
 
-def end_offsets(bootstrap, topics):
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-
-
 def sample_record(run_id="plain-run", sample_id="s-1", step=10, **overrides):
     record = {
         "schema_version": 1, "kind": "sample", "sample_id": sample_id, "run_id": run_id,

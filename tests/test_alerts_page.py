@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -34,7 +33,8 @@ from dashboard.review_actions import READ_ONLY
 from runwatch.alerts.records import alert_event
 from runwatch.errors import BrokerError
 from runwatch.store import Store
-from tests.apptest_helpers import APP, _no_service, assert_clean, open_page  # noqa: F401
+from tests.apptest_helpers import (APP, _no_service, assert_clean, charts, open_page,  # noqa: F401
+                                   table_with)
 from tests.dashboard_seed import build
 
 HOUR = 3600.0
@@ -163,22 +163,6 @@ def metric(at: AppTest, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
     return values[0]
-
-
-def table_with(at: AppTest, column: str) -> pd.DataFrame:
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert found, f"no table with a {column!r} column"
-    return found[0]
-
-
-def charts(at: AppTest) -> list[pd.DataFrame]:
-    import pyarrow as pa
-
-    out = []
-    for el in at.get("vega_lite_chart"):
-        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in el.proto.datasets]
-        out.append(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
-    return out
 
 
 def chart_with(at: AppTest, column: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import connection
 from runwatch.db import connect
-from tests.apptest_helpers import APP, _no_service, assert_clean, open_page  # noqa: F401
+from tests.apptest_helpers import APP, _no_service, assert_clean, open_page, table_with  # noqa: F401
 from tests.dashboard_seed import EXPECTED, add_alerts, build
 
 
@@ -57,13 +57,6 @@ def chart_with(at: AppTest, column: str) -> pd.DataFrame:
     assert found, (
         f"no chart with a {column!r} column; columns: {[list(df.columns) for _, df in charts(at)]}"
     )
-    return found[0]
-
-
-def table_with(at: AppTest, column: str) -> pd.DataFrame:
-    """The first dataframe on the page that has ``column`` (read-only tables carry no key)."""
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert found, f"no table with a {column!r} column"
     return found[0]
 
 

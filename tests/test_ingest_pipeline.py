@@ -10,9 +10,10 @@ import time
 import pytest
 from kafka.errors import KafkaError
 
+from runwatch.kafka_broker import end_offsets
 from runwatch.materializer import Materializer
 from runwatch.store import Store
-from tests.helpers import dumps, end_offsets, produce_raw, query, sample_record
+from tests.helpers import dumps, produce_raw, query, sample_record
 
 pytestmark = pytest.mark.kafka
 

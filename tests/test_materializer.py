@@ -12,7 +12,8 @@ import time
 import pytest
 
 from collectors import Collector, KeywordScorer
-from tests.helpers import (dumps, end_offsets, ingest_until_idle, produce_raw, query,
+from runwatch.kafka_broker import end_offsets
+from tests.helpers import (dumps, ingest_until_idle, produce_raw, query,
                            sample_record)
 
 pytestmark = pytest.mark.kafka

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import connection
+from tests.apptest_helpers import charts
 from tests.dashboard_seed import build
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -37,14 +37,6 @@ def open_sql(**query) -> AppTest:
     at.switch_page(PAGE).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def charts(at: AppTest) -> list[pd.DataFrame]:
-    out = []
-    for el in at.get("vega_lite_chart"):
-        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in el.proto.datasets]
-        out.append(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
-    return out
 
 
 def frame_with(at: AppTest, *columns: str) -> pd.DataFrame:

@@ -116,17 +116,6 @@ def query(db: Path, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-
-
 def stored_offsets(db: Path) -> dict:
     return {(t, p): o for t, p, o in query(db, "SELECT topic, kafka_partition, next_offset FROM offsets")}
 
