@@ -48,7 +48,7 @@ from pathlib import Path
 
 from bench.common import (OUT_DIR, broker_or, plain_log_axis, print_table, pyplot, save_json,
                           save_png)
-from collectors import Collector, KeywordScorer
+from runwatch.collectors import Collector, KeywordScorer
 
 TARGET_US_PER_SAMPLE = 10.0
 TARGET_STEP_PCT = 1.0

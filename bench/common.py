@@ -18,7 +18,7 @@ def broker_or(bootstrap: str | None):
     if bootstrap:
         yield bootstrap
         return
-    from runwatch.kafka_broker import Broker, free_port
+    from runwatch.transport.broker import Broker, free_port
 
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as d:
         broker = Broker(d, port=free_port()).start(timeout=90)

@@ -322,7 +322,7 @@ def _broker(args, needed: bool):
             )
         yield args.bootstrap, args.kafka_dir
     else:
-        from runwatch.kafka_broker import Broker, free_port
+        from runwatch.transport.broker import Broker, free_port
 
         with tempfile.TemporaryDirectory(prefix="runwatch-bench-") as d:
             broker = Broker(d, port=free_port()).start(timeout=90)

@@ -379,8 +379,8 @@ def run_runwatch(
     only after the collector closed (``runwatch ingest`` after the fact)."""
     import uuid
 
-    from collectors.collector import Collector
-    from collectors.scoring import Score, Scorer
+    from runwatch.collectors.collector import Collector
+    from runwatch.collectors.scoring import Score, Scorer
 
     class PrecomputedScorer(Scorer):
         """Returns the scores the data already has (a real job would run its classifiers here)."""
@@ -505,8 +505,8 @@ def monitor_main(args) -> None:
     """The monitor process: owns the DuckDB file; materializes; answers when told the count."""
     import threading
 
-    from runwatch.materializer import Materializer
-    from runwatch.store import Store
+    from runwatch.ingest.materializer import Materializer
+    from runwatch.store.store import Store
 
     store = Store(args.db)
     mat = Materializer(store, bootstrap_servers=args.bootstrap, topic_prefix=args.prefix)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import duckdb
 
-from runwatch import queries
-from runwatch.db import connect
+from runwatch.query import named as queries
+from runwatch.store.db import connect
 
 RUNS = 20
 STEPS = 250

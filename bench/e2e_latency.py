@@ -58,8 +58,8 @@ CONFIGS = {
 def produce(bootstrap: str, prefix: str, run_id: str, rate: float, seconds: float,
             collector_options: dict, out: Path) -> None:
     """The training side: paced ``log()`` calls; writes the wall time of every call to ``out``."""
-    from collectors import Collector
-    from runwatch.loadgen import SyntheticScorer
+    from runwatch.collectors import Collector
+    from runwatch.demo.loadgen import SyntheticScorer
 
     per_call = max(1, round(rate * CALL_INTERVAL_S))
     calls_per_step = max(1, round(1.0 / CALL_INTERVAL_S))
@@ -181,8 +181,8 @@ def weighted_median(pairs: list[tuple[float, int]]) -> float:
 
 
 def measure(bootstrap: str, rate: float, seconds: float, config: str, poll_s: float) -> dict:
-    from runwatch.materializer import Materializer
-    from runwatch.store import Store
+    from runwatch.ingest.materializer import Materializer
+    from runwatch.store.store import Store
 
     options = CONFIGS[config]
     prefix = f"e2e{uuid.uuid4().hex[:8]}"

@@ -53,8 +53,8 @@ def bare_consume(bootstrap: str, topic: str) -> tuple[float, int, int]:
 
 
 def materialize(bootstrap: str, prefix: str, db: Path):
-    from runwatch.materializer import Materializer
-    from runwatch.store import Store
+    from runwatch.ingest.materializer import Materializer
+    from runwatch.store.store import Store
 
     store = Store(db)
     mat = Materializer(store, bootstrap_servers=bootstrap, topic_prefix=prefix)
@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
                    help="where the JSON and PNG go [bench/out]")
     args = p.parse_args(argv)
 
-    from runwatch.loadgen import run_loadgen
+    from runwatch.demo.loadgen import run_loadgen
 
     with broker_or(args.bootstrap) as bootstrap:
         if args.prefix:

@@ -45,7 +45,7 @@ def log_bytes(path: Path) -> int:
 
 
 def produce_more(bootstrap: str, prefix: str, n: int, seed: int):
-    from runwatch.loadgen import run_loadgen
+    from runwatch.demo.loadgen import run_loadgen
 
     if n >= PER_CKPT:
         return run_loadgen(bootstrap_servers=bootstrap, runs=1, checkpoints=n // PER_CKPT,
@@ -195,7 +195,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip())
 
-    from runwatch.kafka_broker import Broker, free_port
+    from runwatch.transport.broker import Broker, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="runwatch-scaling-"))
     broker = None

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from collectors.embedding import MiniLMEmbedder, save_head
+    from runwatch.collectors.embedding import MiniLMEmbedder, save_head
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,8 +4,8 @@ Light on purpose: importing it loads neither torch, transformers, duckdb nor str
 scorers and integrations import their dependencies when used.
 """
 
-from collectors.collector import Collector
-from collectors.scoring import KeywordScorer, RepetitionScorer, Score, Scorer
+from runwatch.collectors.collector import Collector
+from runwatch.collectors.scoring import KeywordScorer, RepetitionScorer, Score, Scorer
 
 __all__ = ["Collector", "KeywordScorer", "RepetitionScorer", "Score", "Scorer",
            "PipelineScorer", "EmbeddingScorer", "PromptSuite", "TorchProbeHook", "RunwatchCallback"]
@@ -13,18 +13,18 @@ __all__ = ["Collector", "KeywordScorer", "RepetitionScorer", "Score", "Scorer",
 
 def __getattr__(name):  # lazy imports of the heavier parts
     if name == "PipelineScorer":
-        from collectors.pipeline import PipelineScorer
+        from runwatch.collectors.pipeline import PipelineScorer
         return PipelineScorer
     if name == "EmbeddingScorer":
-        from collectors.embedding import EmbeddingScorer
+        from runwatch.collectors.embedding import EmbeddingScorer
         return EmbeddingScorer
     if name == "PromptSuite":
-        from collectors.prompts import PromptSuite
+        from runwatch.collectors.prompts import PromptSuite
         return PromptSuite
     if name == "TorchProbeHook":
-        from collectors.hooks import TorchProbeHook
+        from runwatch.collectors.hooks import TorchProbeHook
         return TorchProbeHook
     if name == "RunwatchCallback":
-        from collectors.hooks import RunwatchCallback
+        from runwatch.collectors.hooks import RunwatchCallback
         return RunwatchCallback
     raise AttributeError(f"module 'collectors' has no attribute {name!r}")

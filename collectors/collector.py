@@ -20,10 +20,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
-from collectors import wire
-from collectors.kafka_config import ErrorTrap, explain_failure, security_options
-from collectors.scoring import Scorer
-from collectors.spool import Spool, SpoolError
+from runwatch.collectors import wire
+from runwatch.collectors.kafka_config import ErrorTrap, explain_failure, security_options
+from runwatch.collectors.scoring import Scorer
+from runwatch.collectors.spool import Spool, SpoolError
 
 log = logging.getLogger("runwatch.collector")
 
@@ -39,7 +39,7 @@ class Collector:
     - ``run_id``: unique id of the training run.
     - ``bootstrap_servers``: Kafka address(es), e.g. ``"127.0.0.1:9092"`` [env RUNWATCH_BOOTSTRAP].
     - ``topic_prefix``: topics are ``<prefix>.samples`` and ``<prefix>.runs`` [``runwatch``].
-    - ``scorers``: :class:`~collectors.scoring.Scorer` objects run on every kept sample [none].
+    - ``scorers``: :class:`~runwatch.collectors.scoring.Scorer` objects run on every kept sample [none].
     - ``sample_rate``: share of outputs passed to :meth:`log` that are kept [1.0].
     - ``config`` / ``metadata``: dicts stored with the run (hyper-parameters; project, model...).
     - ``spool_dir``: where messages wait while the broker is down
@@ -54,7 +54,7 @@ class Collector:
     - ``kafka_options``: kafka-python producer settings (security: ``security_protocol``,
       ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [None: the security
       settings of ``RUNWATCH_KAFKA_CONFIG`` / ``RUNWATCH_KAFKA_*``, see
-      :mod:`collectors.kafka_config`; a dict is used as given].
+      :mod:`runwatch.collectors.kafka_config`; a dict is used as given].
     """
 
     def __init__(
@@ -205,7 +205,7 @@ class Collector:
         Generation runs on the calling thread (it needs the model as it is at ``step``);
         scoring and sending happen in the background.
         """
-        from collectors.generation import generate_completions
+        from runwatch.collectors.generation import generate_completions
 
         entries = list(suite)
         completions = generate_completions(

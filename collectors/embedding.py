@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from collectors.scoring import Score, Scorer
+from runwatch.collectors.scoring import Score, Scorer
 
 DEFAULT_HEAD_DIR = Path(__file__).resolve().parent.parent / "classifiers" / "minilm_head"
 HEAD_WEIGHTS = "head.safetensors"

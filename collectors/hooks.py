@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collectors.collector import Collector
+from runwatch.collectors.collector import Collector
 
 
 class TorchProbeHook:

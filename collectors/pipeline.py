@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from collectors.scoring import Score, Scorer
+from runwatch.collectors.scoring import Score, Scorer
 
 
 class PipelineScorer(Scorer):

@@ -22,7 +22,7 @@ if _ROOT not in sys.path:
 
 st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", layout="wide")
 
-from dashboard import auth  # noqa: E402 - needs the path set up above
+from runwatch.dashboard import auth  # noqa: E402 - needs the path set up above
 
 pages = [
     st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs", default=True),

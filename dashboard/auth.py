@@ -1,4 +1,4 @@
-"""The dashboard's login gate and the signed-in user (settings: runwatch/auth.py).
+"""The dashboard's login gate and the signed-in user (settings: runwatch/serve/auth.py).
 
 ``app.py`` calls :func:`require_login` before any page runs: in ``password`` mode it shows the
 login form until a user signs in (and again once the session is older than the TTL); in
@@ -13,7 +13,7 @@ import time
 
 import streamlit as st
 
-from runwatch.auth import AuthConfig, User, authenticate, proxy_user
+from runwatch.serve.auth import AuthConfig, User, authenticate, proxy_user
 
 _SESSION = "_rw_auth"      # {"name", "role", "at"} of the signed-in user
 _FAILURES = "_rw_auth_failures"

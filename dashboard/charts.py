@@ -1,4 +1,4 @@
-"""Altair charts for the pages: each function takes a DataFrame from :mod:`dashboard.data` and
+"""Altair charts for the pages: each function takes a DataFrame from :mod:`runwatch.dashboard.data` and
 returns a chart with typed encodings. No data access here.
 
 Rates are fractions in [0, 1] shown as percentages; every rate has its 95% interval drawn as a

@@ -4,7 +4,7 @@ Two modes:
 
 1. **Service** (``runwatch serve``). The service process owns the one read-write DuckDB
    connection (DuckDB allows one writer per file) and calls :func:`set_service` before it starts
-   Streamlit in the same process (:func:`dashboard.server.serve_dashboard`). Pages then read
+   Streamlit in the same process (:func:`runwatch.dashboard.server.serve_dashboard`). Pages then read
    through cursors of that connection, so they see every committed transaction of the
    materializer without opening the file a second time.
 2. **Standalone** (``streamlit run dashboard/app.py``, and AppTest). No service is registered:
@@ -104,7 +104,7 @@ def db_path() -> str | None:
 @st.cache_resource(show_spinner=False)
 def _open_read_only(path: str) -> duckdb.DuckDBPyConnection:
     """One read-only connection per file and process; pages only take cursors from it."""
-    from runwatch.db import connect
+    from runwatch.store.db import connect
 
     return connect(Path(path), read_only=True)
 

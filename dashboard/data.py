@@ -1,7 +1,7 @@
 """Data functions for the pages: each runs named SQL from ``queries/`` and returns a DataFrame.
 
 No SQL lives here or in the pages; see ``queries/<subject>_<shape>.sql``. Rates and their 95%
-intervals are added in Python (:mod:`runwatch.intervals`) so the SQL stays plain counting.
+intervals are added in Python (:mod:`runwatch.detect.intervals`) so the SQL stays plain counting.
 Run-level pages read only the per-checkpoint aggregates (``checkpoint_categories``,
 ``checkpoint_sets``); the checkpoint and prompt pages read samples and scores of one run (and
 one step or one prompt).
@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import connection
-from runwatch.intervals import newcombe_difference, wilson
-from runwatch import quality, queries
-from runwatch.store import TOP_K
+from runwatch.dashboard import connection
+from runwatch.detect.intervals import newcombe_difference, wilson
+from runwatch.detect import quality
+from runwatch.query import named as queries
+from runwatch.store.store import TOP_K
 
 SAMPLE_LIMIT = 500
 ALERTS_TABLE = "alerts"
@@ -476,7 +477,7 @@ def quality_options() -> tuple[list[str], list[str]]:
 
 def scorer_quality(run_id: str = "", min_labels: int = quality.MIN_LABELS) -> pd.DataFrame:
     """Per scorer x category (and the any-scorer ensemble): recall and precision from the
-    current bad/fine labels with Wilson 95% intervals and counts (:mod:`runwatch.quality`)."""
+    current bad/fine labels with Wilson 95% intervals and counts (:mod:`runwatch.detect.quality`)."""
     rows = query("quality_confusion", run_id=run_id or "").to_dict("records")
     return quality.estimates(quality.confusion(rows), min_labels=min_labels)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import auth, connection
+from runwatch.dashboard import auth, connection
 from runwatch.alerts.publish import wait_until_applied
 from runwatch.alerts.records import LABELS, alert_event, label_event
-from runwatch.decode import Invalid
+from runwatch.ingest.decode import Invalid
 from runwatch.errors import BrokerError
 
 log = logging.getLogger("runwatch.dashboard")

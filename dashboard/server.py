@@ -2,7 +2,7 @@
 
 ``runwatch serve`` owns the read-write DuckDB connection; the dashboard must read through that
 same connection (a second process could not open the file). So instead of ``streamlit run`` in a
-subprocess, the service registers its connection with :func:`dashboard.connection.set_service`
+subprocess, the service registers its connection with :func:`runwatch.dashboard.connection.set_service`
 and then calls :func:`serve_dashboard`, which starts Streamlit's server here:
 
 1. must be called from the main thread: Streamlit installs SIGINT/SIGTERM/SIGQUIT handlers,
@@ -47,7 +47,7 @@ def serve_dashboard(
 ) -> None:
     """Serve ``dashboard/app.py`` on ``address:port`` in this process until stopped.
 
-    Call :func:`dashboard.connection.set_service` first, from the main thread, then this, also
+    Call :func:`runwatch.dashboard.connection.set_service` first, from the main thread, then this, also
     from the main thread. ``options`` overrides or adds Streamlit config options
     (``{"server_maxUploadSize": 10}``-style names).
     """

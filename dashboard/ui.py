@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import streamlit as st
 
-from dashboard import connection, data
+from runwatch.dashboard import connection, data
 from runwatch.errors import RunwatchError
 
 log = logging.getLogger("runwatch.dashboard")
@@ -67,7 +67,7 @@ def current_user() -> str:
     the session across pages. Call it once per
     page run (it draws the field). Returns the name stripped; '' when the field was cleared.
     """
-    from dashboard import auth
+    from runwatch.dashboard import auth
 
     signed_in = auth.user()
     if signed_in is not None:  # authentication is on: the actor is who signed in

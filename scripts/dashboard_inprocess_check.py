@@ -1,8 +1,8 @@
 """Check that the dashboard really runs inside the service process and reads its connection.
 
 What ``runwatch serve`` does, in miniature: the main thread opens a DuckDB file read-write,
-registers the connection with ``dashboard.connection.set_service``, and calls
-``dashboard.server.serve_dashboard`` (blocking, main thread). A writer thread keeps committing
+registers the connection with ``runwatch.dashboard.connection.set_service``, and calls
+``runwatch.dashboard.server.serve_dashboard`` (blocking, main thread). A writer thread keeps committing
 new checkpoints of a run through that same connection, as the materializer does. A checker
 thread drives headless Chromium to ``/run?run=live-run`` and reads the "last step" metric twice:
 it must be a step the writer committed, and it must advance without a reload (the page's live
@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dashboard.connection import set_service  # noqa: E402
-from dashboard.server import serve_dashboard, stop_dashboard  # noqa: E402
-from runwatch.db import connect  # noqa: E402
+from runwatch.dashboard.connection import set_service  # noqa: E402
+from runwatch.dashboard.server import serve_dashboard, stop_dashboard  # noqa: E402
+from runwatch.store.db import connect  # noqa: E402
 
 RUN = "live-run"
 CATEGORIES = ("injury", "insult")

@@ -152,7 +152,7 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from runwatch.db import connect
+    from runwatch.store.db import connect
     from tests.dashboard_seed import build
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import connection
+from runwatch.dashboard import connection
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 

@@ -82,7 +82,7 @@ def chromium_path() -> str | None:
 
 
 def free_port() -> int:
-    from runwatch.kafka_broker import free_port as _free_port
+    from runwatch.transport.broker import free_port as _free_port
 
     return _free_port()
 

@@ -19,7 +19,7 @@ os.environ.setdefault("RUNWATCH_AUTH", "off")
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
-    from runwatch.kafka_broker import Broker, free_port
+    from runwatch.transport.broker import Broker, free_port
 
     broker = Broker(tmp_path_factory.mktemp("kafka"), port=free_port())
     broker.start(timeout=90)
@@ -60,7 +60,7 @@ def drift_demo(tmp_path_factory) -> dict:
     old = os.environ.get("RUNWATCH_DEMO_DIR")
     os.environ["RUNWATCH_DEMO_DIR"] = str(demo_dir)
     try:
-        import runwatch.demo_cmd as demo_cmd
+        import runwatch.cli.demo as demo_cmd
 
         importlib.reload(demo_cmd)  # pick up the demo directory from the environment
         return demo_cmd.run_demo(headless=True, quick=True, scenario="drift")

@@ -1,6 +1,6 @@
 """A small, fully known runwatch database for the dashboard tests.
 
-``build(path)`` migrates a real DuckDB file with :func:`runwatch.db.connect` and fills it with
+``build(path)`` migrates a real DuckDB file with :func:`runwatch.store.db.connect` and fills it with
 plain INSERTs: runs, checkpoints, samples, scores, and the per-checkpoint aggregates
 (``checkpoint_categories``, ``checkpoint_sets``) computed from those samples the way the
 materializer defines them (ensemble flag: any scorer; disagreement: the scorers of a category
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from runwatch import queries
-from runwatch.db import connect
+from runwatch.query import named as queries
+from runwatch.store.db import connect
 
 CATEGORIES = ("injury", "insult", "false_completion", "repetition")
 STEPS = {"run-a": (100, 200, 300), "run-b": (100, 200)}
@@ -318,7 +318,7 @@ def add_alerts(path: str | Path, rows: list[tuple[str, str, str, int]]) -> None:
     """Open one alert per (run_id, category, prompt_set, opened_step) row: a detector
     ``opened`` event applied through the store, as the materializer applies it from Kafka."""
     from runwatch.alerts.records import alert_event
-    from runwatch.store import Store
+    from runwatch.store.store import Store
 
     store = Store(path)
     try:

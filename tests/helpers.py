@@ -7,8 +7,8 @@ import time
 
 import duckdb
 
-from runwatch.materializer import Materializer
-from runwatch.store import Store
+from runwatch.ingest.materializer import Materializer
+from runwatch.store.store import Store
 
 
 def ingest_until_idle(db_path, bootstrap, topic_prefix, **kwargs):

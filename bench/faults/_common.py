@@ -47,7 +47,7 @@ def workdir(name: str, keep: bool = False):
 @contextlib.contextmanager
 def own_broker(directory: Path):
     """A broker of this script only; always stopped (SIGKILL as a last resort)."""
-    from runwatch.kafka_broker import Broker, free_port
+    from runwatch.transport.broker import Broker, free_port
 
     broker = Broker(directory / "kafka", port=free_port())
     try:

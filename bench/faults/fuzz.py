@@ -232,7 +232,7 @@ class Gen:
 
 def _self_check(gen_value, expect) -> None:
     """The generator's labels agree with the reference validator (else it is the generator's bug)."""
-    from runwatch.decode import decode_message
+    from runwatch.ingest.decode import decode_message
 
     if "either" in expect or len(gen_value or b"") > 4 * MIB:
         return

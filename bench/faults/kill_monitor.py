@@ -25,7 +25,7 @@ import time
 from bench.faults._common import (PY, REPO, Report, child_env, ingest_until_idle,
                                   own_broker, query, run_main, start_monitor, stored_offsets,
                                   topic_prefix, workdir)
-from runwatch.kafka_broker import end_offsets
+from runwatch.transport.broker import end_offsets
 
 
 def _wait_open(proc, db, timeout: float = 60.0) -> float:

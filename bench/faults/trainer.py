@@ -37,7 +37,7 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     import torch
 
-    from collectors import Collector, KeywordScorer
+    from runwatch.collectors import Collector, KeywordScorer
 
     torch.set_num_threads(1)
     torch.manual_seed(cfg.get("seed", 0))

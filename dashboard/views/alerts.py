@@ -3,7 +3,7 @@ detail at ``/alerts?alert=ID``: why it fired (the detector's statistic against i
 the rate against the baseline), its samples with label buttons, the review actions that make
 sense for its status, and its audit trail.
 
-Actions are events published to Kafka (:mod:`dashboard.review_actions`); without a publisher
+Actions are events published to Kafka (:mod:`runwatch.dashboard.review_actions`); without a publisher
 the page is read-only and says so."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import quote, urlencode
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, charts, data, ui
-from dashboard import review_actions as review
+from runwatch.dashboard import auth, charts, data, ui
+from runwatch.dashboard import review_actions as review
 
 ANY = "(any)"
 UNASSIGNED = "(unassigned)"

@@ -5,8 +5,8 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from dashboard import charts, data, ui
-from dashboard import review_actions as review
+from runwatch.dashboard import charts, data, ui
+from runwatch.dashboard import review_actions as review
 
 ANY = "(any category)"
 FLAG_CHOICES = {"any": "all samples", "flagged": "flagged", "unflagged": "not flagged"}

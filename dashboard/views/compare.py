@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard import charts, data, ui
+from runwatch.dashboard import charts, data, ui
 
 ALL = "(all categories, pooled)"
 

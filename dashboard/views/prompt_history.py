@@ -4,7 +4,7 @@ checkpoint where it was flagged."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, ui
+from runwatch.dashboard import charts, data, ui
 
 
 def completion_card(row: pd.Series, title: str) -> None:

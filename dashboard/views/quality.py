@@ -1,6 +1,6 @@
 """Scorer quality: each scorer's recall and precision per category, estimated from reviewers'
 labels (bad / fine; unsure left out) with 95% Wilson intervals; and a review queue of samples
-where scorers of one category disagree, with label buttons (:mod:`runwatch.quality`)."""
+where scorers of one category disagree, with label buttons (:mod:`runwatch.detect.quality`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, ui
-from dashboard import review_actions as review
-from runwatch.quality import MIN_LABELS
+from runwatch.dashboard import charts, data, ui
+from runwatch.dashboard import review_actions as review
+from runwatch.detect.quality import MIN_LABELS
 
 ALL = "(all)"
 QUEUE_SHOWN = 20

@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from dashboard import charts, data, ui
+from runwatch.dashboard import charts, data, ui
 
 
 def header(run_id: str) -> None:

@@ -4,7 +4,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from dashboard import charts, data, ui
+from runwatch.dashboard import charts, data, ui
 
 
 @st.fragment(run_every=ui.REFRESH_S)

@@ -1,6 +1,6 @@
 """SQL: ad-hoc read-only SQL on the view, named queries as starting points, a schema browser.
 
-Every query goes through :mod:`runwatch.sql_guard` (one read-only statement, no file or network
+Every query goes through :mod:`runwatch.query.guard` (one read-only statement, no file or network
 access, a read-only transaction, a time limit and a row cap), on a cursor of the dashboard's
 connection: the service's connection under ``runwatch serve`` (the materializer keeps writing),
 a read-only file otherwise. Links: ``/sql?query=NAME&run_id=...`` (a named query, unchanged) or
@@ -15,8 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import streamlit as st
 
-from dashboard import connection, data, sql_chart, ui
-from runwatch import queries, sql_guard
+from runwatch.dashboard import connection, data, sql_chart, ui
+from runwatch.query import named as queries
+from runwatch.query import guard as sql_guard
 from runwatch.errors import RunwatchError
 
 AD_HOC = ""

@@ -6,7 +6,7 @@
 -- Per (run, step, category) the TOP_K = 16 samples with the highest score from any scorer
 -- (ties: more scorers flagging, then sample_id). The worst samples of a run up to any step are
 -- among these rows as long as at most 16 per category are asked for. Rows of files written
--- before this migration are filled in below (runwatch.db, after this file).
+-- before this migration are filled in below (runwatch.store.db, after this file).
 CREATE TABLE IF NOT EXISTS checkpoint_top_scores (
     run_id      VARCHAR NOT NULL,
     step        BIGINT NOT NULL,

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runwatch import queries
+from runwatch.query import named as queries
 from runwatch.alerts.records import DETECTOR_ACTOR, alert_event
 from runwatch.detect import Dispersion, detect, gap_counts, high_reward_flagged_counts
 from runwatch.detect import calibration as cal

@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from collectors.kafka_config import ErrorTrap, explain_failure
-from collectors.wire import topics as wire_topics
+from runwatch.collectors.kafka_config import ErrorTrap, explain_failure
+from runwatch.collectors.wire import topics as wire_topics
 from runwatch.errors import BrokerError
-from runwatch.kafka_security import kafka_options as security_options
+from runwatch.transport.security import kafka_options as security_options
 
 
 def encode(record: dict) -> bytes:

@@ -13,7 +13,7 @@ Wire form (one JSON object per Kafka message, key = alert id or sample id)::
      "category": "injury", "label": "bad", "actor": "alice", "ts": 1700000000.0,
      "alert_id": null, "note": null}
 
-``validate`` raises :class:`runwatch.decode.Invalid` with a reason a person can act on; the
+``validate`` raises :class:`runwatch.ingest.decode.Invalid` with a reason a person can act on; the
 materializer dead-letters such messages like any other malformed record.
 """
 
@@ -23,8 +23,8 @@ import json
 import math
 import time
 
-from collectors.wire import SCHEMA_VERSION, new_id
-from runwatch.decode import MAX_ID, MAX_TS, MIN_TS, Invalid
+from runwatch.collectors.wire import SCHEMA_VERSION, new_id
+from runwatch.ingest.decode import MAX_ID, MAX_TS, MIN_TS, Invalid
 
 DETECTOR_ACTIONS = ("opened", "updated", "escalated")
 PERSON_ACTIONS = ("acknowledged", "assigned", "commented", "snoozed", "resolved", "reopened")
@@ -150,8 +150,8 @@ def _body(action: str, actor: str, body: dict) -> None:
 
 
 def decode_alerts_message(value: bytes | None):
-    """Kafka message value -> (records, dead letters) in the shape ``runwatch.decode`` uses."""
-    from runwatch.decode import DeadLetter
+    """Kafka message value -> (records, dead letters) in the shape ``runwatch.ingest.decode`` uses."""
+    from runwatch.ingest.decode import DeadLetter
 
     if value is None:
         return [], [DeadLetter(None, "empty message (tombstone) on the alerts topic", None)]

@@ -23,8 +23,8 @@ def default_scorers(device=None, *, head_dir=None):
     defaults to the shipped ``classifiers/minilm_head``. Constructing the embedding scorer loads
     MiniLM (a couple of seconds on a CPU).
     """
-    from collectors.embedding import DEFAULT_HEAD_DIR, EmbeddingScorer
-    from collectors.scoring import KeywordScorer, RepetitionScorer
+    from runwatch.collectors.embedding import DEFAULT_HEAD_DIR, EmbeddingScorer
+    from runwatch.collectors.scoring import KeywordScorer, RepetitionScorer
 
     return [
         KeywordScorer(RULES, name="rules"),

@@ -23,7 +23,7 @@ DESCRIPTIONS: dict[str, str] = {
 #: The category whose share of the training mix rises part-way through the drift job.
 DRIFT_CATEGORY = "injury"
 
-#: Regular expressions per category for :class:`collectors.scoring.KeywordScorer`
+#: Regular expressions per category for :class:`runwatch.collectors.scoring.KeywordScorer`
 #: (matched case-insensitively against the completion).
 RULES: dict[str, list[str]] = {
     "injury": [
@@ -53,7 +53,7 @@ RULES: dict[str, list[str]] = {
 
 
 def keyword_scorer(*, name: str = "rules"):
-    """A :class:`collectors.scoring.KeywordScorer` with the demo's rules."""
-    from collectors.scoring import KeywordScorer
+    """A :class:`runwatch.collectors.scoring.KeywordScorer` with the demo's rules."""
+    from runwatch.collectors.scoring import KeywordScorer
 
     return KeywordScorer(RULES, name=name)

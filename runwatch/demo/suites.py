@@ -73,8 +73,8 @@ def suite_paths(prompts_dir: str | Path | None = None) -> list[Path]:
 
 
 def load_demo_suite(prompts_dir: str | Path | None = None):
-    """All three demo suites as one :class:`collectors.prompts.PromptSuite`."""
-    from collectors.prompts import PromptSuite
+    """All three demo suites as one :class:`runwatch.collectors.prompts.PromptSuite`."""
+    from runwatch.collectors.prompts import PromptSuite
 
     return PromptSuite.from_jsonl(suite_paths(prompts_dir))
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from runwatch.detect import calibration as cal
 from runwatch.detect._scan import adjust, scan
-from runwatch.intervals import Z95, wilson
+from runwatch.detect.intervals import Z95, wilson
 
 DEFAULT_PRIOR_DF = 2.0  # the dispersion estimate's prior: worth 2 checkpoints at phi = 1
 
@@ -252,7 +252,7 @@ def _lookup_thresholds(x, n, rate, need, mode, start, horizon, disp, alpha, sims
 
 def wilson_interval(x, n, z: float = Z95):
     """Wilson score interval for x successes out of n (arrays; n = 0 gives (0, 1): nothing
-    known). The interval itself is :func:`runwatch.intervals.wilson`."""
+    known). The interval itself is :func:`runwatch.detect.intervals.wilson`."""
     _, lo, hi = wilson(x, n, z)
     known = np.asarray(n, dtype=float) > 0
     return np.where(known, lo, 0.0), np.where(known, hi, 1.0)

@@ -1,0 +1,141 @@
+"""``runwatch serve``: one process owns the DuckDB file, materializes Kafka into it and serves
+the dashboard from the same connection.
+
+Threads: the materializer starts with the service (not when a browser connects) in a worker
+thread; the detector (:mod:`runwatch.alerts.monitor`) in another, looking at the view after
+new data and applying and publishing alert events; the Streamlit server, when not headless, runs in the main thread (it installs signal
+handlers, which only the main thread may do). SIGTERM/SIGINT stop both; the last batch is
+committed before the file is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from runwatch.alerts.monitor import DetectorConfig, Monitor
+from runwatch.alerts.publish import ReviewPublisher
+from runwatch.store.db import view_group_id
+from runwatch.ingest.materializer import Materializer
+from runwatch.store.store import Store
+
+log = logging.getLogger("runwatch.serve.service")
+
+
+class Service:
+    def __init__(self, *, db: str, bootstrap: str, topic_prefix: str = "runwatch",
+                 headless: bool = False, port: int = 8501, address: str = "127.0.0.1",
+                 kafka_options: dict | None = None, detect: bool = True,
+                 detector: DetectorConfig | None = None, webhook_url: str | None = None,
+                 dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None):
+        self.db = db
+        self.headless = headless
+        self.port = port
+        self.address = address
+        self.auth = auth  # runwatch.serve.auth.AuthConfig; None: from the environment
+        self.store = Store(db, max_run_rate=max_run_rate)
+        self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
+                                         topic_prefix=topic_prefix, kafka_options=kafka_options,
+                                         group_id=view_group_id(db))
+        self.publisher = ReviewPublisher(bootstrap, topic_prefix=topic_prefix,
+                                         kafka_options=kafka_options)
+        self.dashboard_url = dashboard_url or f"http://{address}:{port}"
+        self.notifier = None
+        if webhook_url:
+            from runwatch.alerts.webhook import WebhookNotifier, record_to_duckdb
+
+            self.notifier = WebhookNotifier(webhook_url, record=record_to_duckdb(self.store.cursor),
+                                            dashboard_url=self.dashboard_url)
+        self.monitor = None
+        if detect:
+            self.monitor = Monitor(self.store, config=detector, publisher=self.publisher,
+                                   notifier=self.notifier,
+                                   caught_up=lambda: self.materializer.idle)
+        self.stop_event = threading.Event()
+        self.worker = threading.Thread(target=self._materialize, name="runwatch-materializer",
+                                       daemon=True)
+        self.monitor_thread = None
+        if self.monitor is not None:
+            self.monitor_thread = threading.Thread(target=self.monitor.run, args=(self.stop_event,),
+                                                   name="runwatch-detector", daemon=True)
+        self.worker_error: BaseException | None = None
+
+    def _materialize(self) -> None:
+        try:
+            self.materializer.run(stop=self.stop_event)
+        except BaseException as exc:  # surfaced by status() and at shutdown
+            self.worker_error = exc
+            self.materializer.last_error = f"materializer stopped: {exc!r}"
+            log.exception("materializer stopped")
+        finally:
+            self.materializer.close()
+
+    def status(self) -> dict:
+        st = self.materializer.status()
+        st["materializer_alive"] = self.worker.is_alive()
+        if self.monitor is not None:
+            st["detector_passes"] = self.monitor.passes
+            st["detector_error"] = self.monitor.last_error
+        return st
+
+    def _finish(self) -> None:
+        """After the materializer stopped: a last detector pass over what was read, then flush
+        the publisher and the webhook queue."""
+        if self.monitor_thread is not None:
+            self.monitor_thread.join(timeout=60)
+        if self.monitor is not None and self.worker_error is None:
+            try:
+                self.monitor.pass_once(final=True)
+            except Exception:
+                log.exception("final detector pass failed")
+        if self.notifier is not None:
+            self.notifier.close(timeout=10)
+        self.publisher.close()
+
+    def _stop(self, *_):
+        self.stop_event.set()
+
+    def run(self) -> int:
+        self.worker.start()
+        if self.monitor_thread is not None:
+            self.monitor_thread.start()
+        print(f"runwatch serve: materializing {self.materializer.bootstrap_servers} "
+              f"({', '.join(self.materializer.topics)}) into {self.db}", flush=True)
+        try:
+            if self.headless:
+                signal.signal(signal.SIGTERM, self._stop)
+                signal.signal(signal.SIGINT, self._stop)
+                while not self.stop_event.wait(0.5):
+                    if not self.worker.is_alive():
+                        break
+            else:
+                from runwatch.dashboard.connection import set_service
+                from runwatch.dashboard.server import serve_dashboard
+
+                if self.auth is not None:  # the dashboard reads its auth settings from here
+                    os.environ.update(self.auth.to_env())
+                # The SQL page shares this database: no file or network access and no extension
+                # loading from SQL, for the whole process, from the start (runwatch/query/guard.py).
+                from runwatch.query.guard import harden
+
+                cur = self.store.cursor()
+                try:
+                    harden(cur)
+                finally:
+                    cur.close()
+                set_service(self.store.con, status=self.status, publisher=self.publisher)
+                print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
+                serve_dashboard(port=self.port, address=self.address)
+        finally:
+            self.stop_event.set()
+            self.worker.join(timeout=30)
+            try:
+                self._finish()
+            finally:
+                self.store.close()
+        if self.worker_error is not None:
+            print(f"runwatch serve: materializer failed: {self.worker_error}", flush=True)
+            return 1
+        return 0
