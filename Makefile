@@ -31,6 +31,7 @@ demo-quick: venv kafka-jars
 
 test: venv kafka-jars
 	bash scripts/ensure-chromium.sh
+	$(BIN)/ruff check --select F .
 	$(BIN)/python -m pytest -q tests
 
 bench: venv kafka-jars

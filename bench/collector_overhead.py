@@ -363,7 +363,7 @@ def main(argv=None) -> dict:
                      f"<= {TARGET_STEP_PCT:g} %"], srows)
         log_us = {ARMS[a][0]: per_step["arms"][a]["log_call_us_median"] for a in ("up", "down")}
         la = per_step["load_average"]
-        print(f"log() call per step (median): "
+        print("log() call per step (median): "
               + ", ".join(f"{k} {v:.0f} µs" for k, v in log_us.items())
               + f"; about {per_step['samples_per_s_logged']:,.0f} samples/s logged; "
               f"load average {la[0]:.1f} -> {la[1]:.1f} on {os.cpu_count()} cores; "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from runwatch.errors import ConfigError
+from runwatch.collectors.errors import ConfigError
 
 CUES = ("monitored", "unmonitored")
 _REQUIRED = ("prompt_id", "prompt", "prompt_set")

@@ -2,15 +2,15 @@
 
 Messages say what failed, with identifiers, and what to do next; the CLI prints them as one
 line (no traceback) and exits non-zero.
+
+The base classes live with the client (``runwatch.collectors.errors``), which must not import
+the server; they are re-exported here.
 """
 
+from runwatch.collectors.errors import ConfigError, RunwatchError
 
-class RunwatchError(Exception):
-    """Base class: anything runwatch reports to a user as a clear message."""
-
-
-class ConfigError(RunwatchError):
-    """A setting or argument is missing or invalid."""
+__all__ = ["RunwatchError", "ConfigError", "BrokerError", "MissingToolError",
+           "DatabaseLockedError", "QueryError"]
 
 
 class BrokerError(RunwatchError):

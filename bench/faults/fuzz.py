@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import re
-import subprocess
 import time
 from collections import Counter
 

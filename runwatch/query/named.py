@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from runwatch.errors import QueryError
+from runwatch.resources import shipped
 
-QUERIES_DIR = Path(__file__).resolve().parents[2] / "queries"
+QUERIES_DIR = shipped("queries")
 MIGRATIONS_DIR = QUERIES_DIR / "migrations"
 MAINTENANCE_DIR = QUERIES_DIR / "maintenance"  # statements that write: not named queries
 _PARAM = re.compile(r"(?<![\w$])\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -41,11 +41,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runwatch.resources import cache_root
 from runwatch.errors import BrokerError, MissingToolError
 
 KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.25.5"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "Kafka Server started"
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_LISTENER = "SASL_PLAINTEXT"
@@ -86,7 +86,7 @@ _JVM_FLAGS = [
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RUNWATCH_CACHE_DIR", REPO_ROOT / ".cache")) / "kafka" / KAFKA_VERSION
+    return cache_root() / "kafka" / KAFKA_VERSION
 
 
 def lib_dir() -> Path:
@@ -349,7 +349,7 @@ class Broker:
         if current.running:
             self.port = current.port
             return self
-        lib = fetch_jars(quiet=quiet)
+        fetch_jars(quiet=quiet)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if port_open(self.port):
             raise BrokerError(
