@@ -6,6 +6,19 @@ scores, batches, encodes and produces. While the broker is unreachable, messages
 local spool directory (up to ``spool_max_bytes``) and are resent, oldest first, once the broker
 answers again. Every record that is lost is counted by reason and reported in a
 ``collector_stats`` run event and by :meth:`Collector.stats`.
+
+A collector that cannot start its Kafka producer at all (kafka-python not importable, a codec
+library missing, a setting the producer refuses) says so once with a :class:`CollectorWarning`
+naming the fix, and keeps every record in the spool; the next collector of the run that can
+produce (same ``spool_dir``) sends them.
+
+Distributed jobs (torchrun, ``accelerate launch``, DeepSpeed, SLURM, an initialised
+``torch.distributed``; see :mod:`runwatch.collectors.distributed`) need no change: every rank's
+``Collector(run_id=...)`` is part of one run. Rank 0 alone records the run's start, its
+checkpoints and its end, and runs prompt-suite evaluation; every rank logs its own samples
+(sample ids carry the rank) and reports its own ``collector_stats``, which the view sums.
+Each rank spools to its own ``rank-<N>`` folder under ``spool_dir``. A job restarted with the
+same run id continues the run: the view counts the restart (``runs.restarts``).
 """
 
 from __future__ import annotations
@@ -16,11 +29,13 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
-from runwatch.collectors import wire
+from runwatch.collectors import distributed, wire
+from runwatch.collectors.errors import CollectorWarning
 from runwatch.collectors.kafka_config import ErrorTrap, explain_failure, security_options
 from runwatch.collectors.scoring import Scorer
 from runwatch.collectors.spool import Spool, SpoolError
@@ -29,6 +44,9 @@ log = logging.getLogger("runwatch.collector")
 
 DEFAULT_SPOOL_ROOT = Path(os.environ.get("RUNWATCH_SPOOL_DIR", Path.home() / ".cache" / "runwatch" / "spool"))
 DROP_REASONS = ("queue_full", "spool_full", "spool_error", "encode_error", "close_timeout")
+# compression codec -> (kafka.codec check, the package that provides it)
+_CODECS = {"gzip": ("has_gzip", None), "lz4": ("has_lz4", "lz4"),
+           "zstd": ("has_zstd", "zstandard"), "snappy": ("has_snappy", "python-snappy")}
 
 
 class Collector:
@@ -43,11 +61,14 @@ class Collector:
     - ``sample_rate``: share of outputs passed to :meth:`log` that are kept [1.0].
     - ``config`` / ``metadata``: dicts stored with the run (hyper-parameters; project, model...).
     - ``spool_dir``: where messages wait while the broker is down
-      [``$RUNWATCH_SPOOL_DIR/<run_id>``, default ``~/.cache/runwatch/spool/<run_id>``].
+      [``$RUNWATCH_SPOOL_DIR/<run_id>``, default ``~/.cache/runwatch/spool/<run_id>``]; in a
+      distributed job each rank uses its own sub-folder ``rank-<N>``.
     - ``spool_max_bytes``: spool size limit; beyond it records are dropped and counted [256 MiB].
     - ``max_queue_samples``: bound of the in-memory queue; beyond it records are dropped [100000].
     - ``batch_max_records``: records per Kafka message [500]; ``linger_s``: max wait to fill one [0.05].
-    - ``compression``: Kafka compression codec [``lz4``].
+    - ``compression``: Kafka compression codec: ``lz4``, ``zstd``, ``snappy``, ``gzip`` or None
+      [``lz4``]. One that is unknown or whose library is missing is reported once (a
+      :class:`CollectorWarning`) and records are spooled, never lost.
     - ``close_timeout``: seconds :meth:`close` waits for the flush [10].
     - ``stats_interval``: seconds between ``collector_stats`` events [10].
     - ``seed``: seed of the sampling decision [None: random].
@@ -55,6 +76,10 @@ class Collector:
       ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [None: the security
       settings of ``RUNWATCH_KAFKA_CONFIG`` / ``RUNWATCH_KAFKA_*``, see
       :mod:`runwatch.collectors.kafka_config`; a dict is used as given].
+    - ``rank`` / ``world_size``: this process's rank and the job's number of processes [None:
+      detected, see :mod:`runwatch.collectors.distributed`; pass them only for a launcher that
+      sets none of the variables, e.g. ``mp.spawn`` with a collector made before
+      ``init_process_group``].
     """
 
     def __init__(
@@ -78,6 +103,8 @@ class Collector:
         retry_interval: float = 1.0,
         seed: int | None = None,
         kafka_options: dict | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
         start: bool = True,
     ):
         if not run_id or not isinstance(run_id, str):
@@ -98,11 +125,19 @@ class Collector:
         self.close_timeout = float(close_timeout)
         self.stats_interval = float(stats_interval)
         self.retry_interval = float(retry_interval)
+        if isinstance(compression, str) and compression.strip().lower() in ("", "none"):
+            compression = None
         self._compression = compression
         self._kafka_options = dict(security_options() if kafka_options is None else kafka_options)
         self._rng = random.Random(seed)
         self._key = run_id.encode()
-        self._id_prefix = wire.new_id()[:16] + "-"
+        self._ranks = distributed.given(rank, world_size) or distributed.detect()
+        self.rank = self._ranks.rank
+        self.world_size = self._ranks.world_size
+        # Names this collector (one process, one start of the job): its collector_stats rows,
+        # and the prefix of its sample ids, which carry the rank so that ranks never collide.
+        self.collector_id = wire.new_id()[:16] + (f"-r{self.rank}" if self._ranks.distributed else "")
+        self._id_prefix = self.collector_id + "-"
         self._seq = 0
 
         self._queue: deque = deque()
@@ -120,12 +155,20 @@ class Collector:
         self._producer = None
         self._last_connect_try = 0.0
         self._last_stats = time.monotonic()
+        self._unusable: str | None = None  # why no producer can ever start (reported once)
 
         spool_dir = Path(spool_dir) if spool_dir else DEFAULT_SPOOL_ROOT / _safe(run_id)
+        if self._ranks.distributed:  # ranks of one job share the folder given: one each
+            spool_dir = spool_dir / f"rank-{self.rank}"
         self.spool = Spool(spool_dir, max_bytes=spool_max_bytes)
+        problem = _producer_problem(self._compression, self._kafka_options)
+        if problem:
+            self._producer_unusable(problem, stacklevel=2)  # points at the job's line
         self._thread = threading.Thread(target=self._run, name=f"runwatch-collector-{run_id}", daemon=True)
-        self._enqueue_event(wire.run_event("run_started", run_id, config=config or {},
-                                           metadata=metadata or {}))
+        if self.rank == 0:  # the run's start, checkpoints and end come from rank 0 only
+            self._enqueue_event(wire.run_event("run_started", run_id, config=config or {},
+                                               metadata=metadata or {},
+                                               world_size=self.world_size))
         if start:
             self._thread.start()
 
@@ -190,9 +233,20 @@ class Collector:
                         pair_ids=None if pair_id is None else [pair_id],
                         cues=None if cue is None else [cue])
 
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 of a distributed job, and in a single-process job."""
+        return self.rank == 0
+
     def checkpoint(self, step: int, *, path: str | os.PathLike | None = None,
                    metrics: dict | None = None) -> None:
-        """Record that the run reached (or saved) a checkpoint at ``step``."""
+        """Record that the run reached (or saved) a checkpoint at ``step``.
+
+        In a distributed job only rank 0 records it (with rank 0's ``path`` and ``metrics``);
+        on the other ranks this does nothing, so every rank may call it at the same step.
+        """
+        if self.rank != 0:
+            return
         self._enqueue_event(wire.run_event("checkpoint", self.run_id, step=int(step),
                                            path=None if path is None else str(path),
                                            metrics=metrics or {}))
@@ -203,10 +257,21 @@ class Collector:
         """Generate on a prompt suite with a transformers causal LM, then log the outputs.
 
         Generation runs on the calling thread (it needs the model as it is at ``step``);
-        scoring and sending happen in the background.
+        scoring and sending happen in the background. Returns how many outputs were kept.
+
+        In a distributed job this runs on rank 0 only: on every other rank it returns 0 at once,
+        so a job that calls it on every rank evaluates each checkpoint once, not once per rank
+        (the replicas of a data-parallel job hold the same weights). A
+        ``DistributedDataParallel`` / ``DataParallel`` wrapper is unwrapped (``.module``), so
+        generation never enters the wrapper's collectives. Sharded weights (FSDP, DeepSpeed
+        ZeRO-3) cannot generate on one rank alone: evaluate the saved checkpoints instead
+        (``runwatch watch``).
         """
+        if not self._evaluates_here():
+            return 0
         from runwatch.collectors.generation import generate_completions
 
+        model = _unwrap(model)
         entries = list(suite)
         completions = generate_completions(
             model, tokenizer, [e.prompt for e in entries], samples_per_prompt=samples_per_prompt,
@@ -228,6 +293,15 @@ class Collector:
                 self._enqueue_event(wire.run_event("checkpoint", self.run_id, step=int(step),
                                                    path=None, metrics=metrics))
         return kept
+
+    def _evaluates_here(self) -> bool:
+        """Rank 0 only; also asks ``torch.distributed`` again when the collector was made
+        before the job initialised it (without the launcher variables)."""
+        if self.rank != 0:
+            return False
+        if self._ranks.distributed or self._ranks.source == "given":
+            return True
+        return distributed.detect().is_main
 
     def _checkpoint_scores(self, prompt_set: str, completions: list[str]) -> dict:
         out = {}
@@ -258,11 +332,13 @@ class Collector:
         return done.wait(timeout)
 
     def close(self, status: str = "completed", *, timeout: float | None = None) -> dict:
-        """Send the run's end, flush within ``timeout`` and stop. Returns the final stats."""
+        """Send the run's end (rank 0 only), flush within ``timeout`` and stop. Returns the
+        final stats."""
         if self._closing:
             return self.stats()
-        self._enqueue_event(wire.run_event("run_finished", self.run_id, status=status,
-                                           step=None))
+        if self.rank == 0:
+            self._enqueue_event(wire.run_event("run_finished", self.run_id, status=status,
+                                               step=None))
         self._closing = True
         self._wake.set()
         if self._thread.is_alive():
@@ -341,10 +417,27 @@ class Collector:
                 self._note_error(f"background loop: {exc!r}")
                 time.sleep(0.1)
 
-    def _connect(self) -> None:
-        from kafka import KafkaProducer
+    def _producer_unusable(self, problem: str, *, stacklevel: int = 1) -> None:
+        """No producer can start in this process: say so once, with the fix; records spool."""
+        if self._unusable is not None:
+            return
+        self._unusable = problem
+        message = (f"runwatch collector {self.run_id}: cannot start the Kafka producer: {problem}. "
+                   f"Training goes on; records are kept in the spool {self.spool.directory} (up "
+                   f"to {self.spool.max_bytes} bytes) and sent by the next collector of this run "
+                   f"that can reach Kafka with the same spool_dir.")
+        self._errors.append(message)
+        warnings.warn(message, CollectorWarning, stacklevel=stacklevel + 1)
 
+    def _connect(self) -> None:
         self._last_connect_try = time.monotonic()
+        if self._unusable is not None:
+            return  # told once; every record goes to the spool
+        try:
+            from kafka import KafkaProducer
+        except Exception as exc:  # checked at construction; a broken install can still fail here
+            self._producer_unusable(_import_problem(exc))
+            return
         options = dict(
             bootstrap_servers=self.bootstrap_servers, acks="all", compression_type=self._compression,
             enable_idempotence=False, linger_ms=20, max_block_ms=2000, request_timeout_ms=3000,
@@ -356,9 +449,18 @@ class Collector:
                 self._producer = KafkaProducer(**options)
         except Exception as exc:
             self._producer = None
+            if _is_setting_error(exc):  # retrying cannot help: report once, spool everything
+                self._producer_unusable(
+                    f"kafka-python refused the producer settings ({type(exc).__name__}: {exc}); "
+                    f"check the collector's compression and kafka_options")
+                return
             # Retried every retry_interval even when the credentials were refused: spooling
             # keeps the records, and training never waits on the broker.
-            self._mark_down(explain_failure(exc, self._kafka_options, self.bootstrap_servers, trap)[0])
+            message = explain_failure(exc, self._kafka_options, self.bootstrap_servers, trap)[0]
+            if message.startswith("cannot connect"):
+                message += ("; check bootstrap_servers (env RUNWATCH_BOOTSTRAP) and that the "
+                            "broker is up")
+            self._mark_down(message)
             return
         # The topics' metadata now, on this thread, so that the first batch does not wait for it
         # (0.5-0.7 s measured); a real problem shows up again on the first send.
@@ -370,7 +472,8 @@ class Collector:
 
     def _mark_down(self, reason: str) -> None:
         if not self._down:
-            self._note_error(reason + " (spooling)")
+            self._note_error(f"{reason} (spooling to {self.spool.directory}; sent when the "
+                             f"broker answers)")
         self._down = True
 
     def _build_samples(self, item) -> list[dict]:
@@ -545,9 +648,70 @@ class Collector:
         s = self.stats()
         body = {k: s[k] for k in ("offered", "sampled", "sent", "spooled", "resent", "dropped")}
         body["dropped_by_reason"] = s["dropped_by_reason"]
-        self._send_records(self.topics["runs"], [wire.run_event("collector_stats", self.run_id,
-                                                                stats=body)])
+        self._send_records(self.topics["runs"], [wire.run_event(
+            "collector_stats", self.run_id, stats=body, collector_id=self.collector_id,
+            rank=self.rank, world_size=self.world_size)])
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:120]
+
+
+def _unwrap(model):
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (which has no
+    ``generate`` and would run collectives in its forward); anything else as it is."""
+    inner = getattr(model, "module", None)
+    if inner is not None and not hasattr(model, "generate") and hasattr(inner, "generate"):
+        return inner
+    return model
+
+
+def _import_problem(exc: BaseException) -> str:
+    return (f"kafka-python cannot be imported ({type(exc).__name__}: {exc}); install the "
+            f"collector's dependencies: pip install 'runwatch' (or pip install "
+            f"'kafka-python[lz4]')")
+
+
+def _producer_problem(compression, kafka_options: dict) -> str | None:
+    """Why no producer could start with these settings, found without the network; or None."""
+    try:
+        import kafka.codec as codec
+        from kafka import KafkaProducer
+    except Exception as exc:  # not installed, or broken
+        return _import_problem(exc)
+    if compression is not None:
+        if compression not in _CODECS:
+            return (f"compression={compression!r} is not a Kafka codec; pass one of "
+                    f"{', '.join(repr(c) for c in _CODECS)} or None")
+        check, package = _CODECS[compression]
+        try:
+            available = getattr(codec, check)()
+        except Exception:  # another kafka-python layout: the producer itself will tell
+            available = True
+        if not available:
+            return (f"compression={compression!r} needs the {package} library, which is not "
+                    f"installed: pip install 'runwatch' (it brings kafka-python[lz4,snappy,zstd]) "
+                    f"or pip install {package}; or pass compression='gzip' (no extra library) "
+                    f"or compression=None")
+    known = getattr(KafkaProducer, "DEFAULT_CONFIG", None)
+    if isinstance(known, dict):
+        unknown = sorted(set(kafka_options) - set(known))
+        if unknown:
+            return (f"kafka_options has setting(s) kafka-python's producer does not know: "
+                    f"{', '.join(unknown)}; fix or remove them")
+    return None
+
+
+def _is_setting_error(exc: BaseException) -> bool:
+    """KafkaProducer(...) refused its configuration (a retry cannot help), as opposed to not
+    reaching the broker. kafka-python's own errors (some of them RuntimeErrors in older
+    versions) mean the network, except KafkaConfigurationError."""
+    try:
+        from kafka.errors import KafkaConfigurationError, KafkaError
+    except Exception:
+        return False
+    if isinstance(exc, KafkaConfigurationError):
+        return True
+    if isinstance(exc, KafkaError):
+        return False
+    return isinstance(exc, (ValueError, TypeError, AssertionError, RuntimeError, ImportError))

@@ -8,3 +8,8 @@ class RunwatchError(Exception):
 
 class ConfigError(RunwatchError):
     """A setting or argument is missing or invalid."""
+
+
+class CollectorWarning(RuntimeWarning):
+    """The collector cannot deliver (no Kafka client, an unusable setting): training goes on and
+    records wait in the spool. Issued once per collector, with the fix."""

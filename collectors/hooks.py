@@ -2,6 +2,10 @@
 ``TrainerCallback``. Both evaluate a prompt suite every N steps and at each checkpoint save.
 
 transformers is imported only when :class:`RunwatchCallback` is first used.
+
+Distributed jobs: attach the hook / callback on every rank as usual. Checkpoints are recorded by
+rank 0 and the prompt suite is evaluated on rank 0 only, once per checkpoint (or every N
+steps); on the other ranks both are no-ops, and ``evaluated`` stays empty there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ class TorchProbeHook:
     ``hook.attach(optimizer)`` registers a step post-hook, so the training loop needs no other
     change; call ``hook.checkpoint(step, path)`` where the job saves a checkpoint.
     ``generate`` holds extra arguments for :meth:`Collector.evaluate`.
+
+    In a distributed job, attach it on every rank: only rank 0 generates (once per
+    checkpoint, never once per rank) and records the checkpoint; ``model`` may be the
+    ``DistributedDataParallel`` wrapper. The other ranks wait for rank 0 at their next
+    collective, as they would for any rank-0-only work.
     """
 
     def __init__(self, collector: Collector, model: Any, tokenizer: Any, suite: Any, *,
@@ -53,7 +62,7 @@ class TorchProbeHook:
         self._evaluate(step)
 
     def _evaluate(self, step: int) -> None:
-        if step in self.evaluated:
+        if step in self.evaluated or not self.collector._evaluates_here():
             return
         self.collector.evaluate(step, self.model, self.tokenizer, self.suite, **self.generate)
         self.evaluated.append(step)
@@ -77,15 +86,17 @@ def _callback_class():
             self.generate = generate
             self.evaluated: list[int] = []
 
-        def _evaluate(self, step: int, model) -> None:
-            if model is None or step in self.evaluated:
+        def _evaluate(self, step: int, model, state=None) -> None:
+            if model is None or step in self.evaluated or not self.collector._evaluates_here():
                 return
+            if state is not None and not getattr(state, "is_world_process_zero", True):
+                return  # the Trainer knows it is not rank 0 even if the environment did not say
             self.collector.evaluate(step, model, self.tokenizer, self.suite, **self.generate)
             self.evaluated.append(step)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if self.every_n_steps and state.global_step % self.every_n_steps == 0:
-                self._evaluate(state.global_step, model)
+                self._evaluate(state.global_step, model, state)
 
         def on_save(self, args, state, control, model=None, **kwargs):
             step = state.global_step
@@ -93,7 +104,7 @@ def _callback_class():
             self.collector.checkpoint(step, path=f"{args.output_dir}/checkpoint-{step}",
                                       metrics={} if loss is None else {"loss": loss})
             if self.evaluate_on_save:
-                self._evaluate(step, model)
+                self._evaluate(step, model, state)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.close_on_train_end:
@@ -110,6 +121,10 @@ def RunwatchCallback(collector: Collector, tokenizer: Any, suite: Any, **kwargs)
 
     ``every_n_steps``: also evaluate every N global steps [off]; ``evaluate_on_save`` [True];
     ``close_on_train_end`` [False]; other keyword arguments go to :meth:`Collector.evaluate`.
+
+    Under ``accelerate launch`` / torchrun / DeepSpeed the Trainer calls it on every process:
+    checkpoints are recorded and the suite is evaluated on the main process (rank 0) only, once
+    per save, never once per rank.
     """
     global _CALLBACK
     if _CALLBACK is None:

@@ -1,4 +1,6 @@
 -- One run's header: status, times, last step, samples, flagged rate and records lost by the collector.
+-- dropped is summed over the run's collectors (every rank, every start of the job); world_size
+-- and restarts come from the run's starts.
 WITH sets AS (
     SELECT max(step) AS last_sampled_step, sum(n_samples)::BIGINT AS samples,
            sum(n_rewarded)::BIGINT AS n_rewarded, max(last_at) AS last_sample_at
@@ -25,7 +27,10 @@ SELECT $run_id                                          AS run_id,
        coalesce(cats.n_disagree, 0)                     AS n_disagree,
        cats.n_flagged / nullif(cats.n_scored, 0)        AS flagged_rate,
        coalesce(run.dropped, 0)                         AS dropped,
-       greatest(run.last_event_at, sets.last_sample_at) AS last_update
+       greatest(run.last_event_at, sets.last_sample_at) AS last_update,
+       run.world_size,
+       coalesce(run.restarts, 0)                        AS restarts,
+       run.restarted_at
 FROM sets
 CROSS JOIN cats
 LEFT JOIN run ON true

@@ -53,10 +53,10 @@ _SAMPLE_FIELDS = frozenset({
     "completion", "source", "reward", "pair_id", "cue", "scores", "created_at", "meta"})
 _SCORE_FIELDS = frozenset({"scorer", "category", "score", "flagged", "threshold"})
 _EVENT_FIELDS = {
-    "run_started": frozenset({"config", "metadata"}),
+    "run_started": frozenset({"config", "metadata", "world_size"}),
     "checkpoint": frozenset({"step", "path", "metrics"}),
     "run_finished": frozenset({"step", "status"}),
-    "collector_stats": frozenset({"stats"}),
+    "collector_stats": frozenset({"stats", "collector_id", "rank", "world_size"}),
 }
 _EVENT_BASE = frozenset({"schema_version", "kind", "event_id", "run_id", "ts"})
 
@@ -120,6 +120,17 @@ def _step(value, field: str = "step", *, optional: bool = False) -> None:
         raise Invalid(f"field {field!r} must be >= 0, got {value}")
     if value > MAX_INT64:
         raise Invalid(f"field {field!r} must be <= {MAX_INT64}, got {value}")
+
+
+def _count(record: dict, field: str, minimum: int) -> None:
+    """An optional integer in [minimum, MAX_INT64] (rank, world_size), or null."""
+    value = record.get(field)
+    if value is None:
+        return
+    if type(value) is not int:
+        raise Invalid(f"field {field!r} must be an integer or null, got {type(value).__name__}")
+    if not minimum <= value <= MAX_INT64:
+        raise Invalid(f"field {field!r} must be within {minimum}..{MAX_INT64}, got {value}")
 
 
 def _timestamp(value, field: str) -> None:
@@ -279,6 +290,7 @@ def validate_event(r: dict) -> None:
     if kind == "run_started":
         _obj(r, "config")
         _obj(r, "metadata")
+        _count(r, "world_size", 1)
     elif kind == "checkpoint":
         if "step" not in r:
             raise Invalid("missing field 'step'")
@@ -290,6 +302,10 @@ def validate_event(r: dict) -> None:
         if not _one_of(r.get("status"), RUN_STATUSES):
             raise Invalid(f"field 'status' must be one of {sorted(RUN_STATUSES)}, got {r.get('status')!r}")
     else:
+        if r.get("collector_id") is not None:
+            _id(r, "collector_id")
+        _count(r, "rank", 0)
+        _count(r, "world_size", 1)
         stats = r.get("stats")
         if type(stats) is not dict:
             raise Invalid("field 'stats' must be an object")

@@ -14,8 +14,9 @@ Exactly-once protocol (``Store.apply``), one DuckDB transaction per consumed bat
    scores to ``checkpoint_top_scores`` (kept to ``TOP_K`` per run, step and category) - so the
    aggregates can never count a sample twice.
 4. Insert the run events not stored before (``event_id``; a repeat inside the batch keeps its
-   first), then apply the new ones to ``runs`` and ``checkpoints``: a few set-based statements
-   whose result is that of applying the events one by one in the order read.
+   first), then apply the new ones to ``runs``, ``checkpoints`` and ``run_collectors``: a few
+   set-based statements whose result is that of applying the events one by one in the order
+   read.
 5. Insert dead letters.
 6. Upsert ``offsets``: for every partition the batch read, the next offset to read. Offsets only
    move forward (checked before the write).
@@ -222,13 +223,16 @@ def _stage(sample_chunks: list, score_chunks: list, received: int) -> _Staged:
     return _Staged(samples, scores, received)
 
 
+_COUNTERS = ("offered", "sampled", "sent", "spooled", "resent")  # and "dropped": collector_stats
+
+
 def _stage_events(events: list[tuple[dict, str, int, int]]) -> pa.Table:
     """Run events in the order read ("seq"); an event_id repeated in the batch keeps its first."""
     seen: set[str] = set()
     cols: dict[str, list] = {k: [] for k in (
         "seq", "event_id", "run_id", "kind", "ts", "body", "topic", "kafka_partition",
         "kafka_offset", "step", "path", "metrics", "config", "metadata", "status", "stats",
-        "dropped")}
+        "dropped", "collector_id", "rank", "world_size", *_COUNTERS)}
     for seq, (r, topic, partition, offset) in enumerate(events):
         if r["event_id"] in seen:
             continue
@@ -245,11 +249,16 @@ def _stage_events(events: list[tuple[dict, str, int, int]]) -> pa.Table:
             "status": r.get("status"),
             "stats": _json(r["stats"]) if kind == "collector_stats" else None,
             "dropped": r["stats"]["dropped"] if kind == "collector_stats" else None,
+            "collector_id": (r.get("collector_id") or "") if kind == "collector_stats" else None,
+            "rank": r.get("rank"), "world_size": r.get("world_size"),
         }
+        for counter in _COUNTERS:
+            values[counter] = r["stats"][counter] if kind == "collector_stats" else None
         for k, v in values.items():
             cols[k].append(v)
     types = {"seq": pa.int32(), "ts": _TS, "kafka_partition": pa.int32(), "kafka_offset": pa.int64(),
-             "step": pa.int64(), "dropped": pa.int64()}
+             "step": pa.int64(), "dropped": pa.int64(), "rank": pa.int64(), "world_size": pa.int64(),
+             **dict.fromkeys(_COUNTERS, pa.int64())}
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})
 
 
@@ -395,14 +404,23 @@ _PRUNE_TOP = f"""
 
 # Step 4, set-based. The result is the one of applying each new event in the order read:
 #   every event:     runs.last_event_at = greatest(last_event_at, ts) (inserting the run)
-#   run_started:     started_at = ts, config, metadata (the last one wins)
+#   run_started:     the run's first: started_at = ts. Any later one is a restart of the job
+#                    (collectors send it from rank 0 only, once per start): restarts + 1,
+#                    restarted_at = ts, status = 'running', finished_at = NULL. Both: config,
+#                    metadata (the last one wins), world_size = coalesce(world_size, ..)
 #   checkpoint:      checkpoints (run, step): reached_at = least(.., ts), path = coalesce(path, ..),
 #                    metrics = json_merge_patch(coalesce(metrics, '{}'), metrics) (inserted as
 #                    given when new); runs.last_step = greatest(coalesce(last_step, 0), step)
 #   run_finished:    status, finished_at = ts, last_step = coalesce(step, last_step)
-#   collector_stats: collector_stats (the last one wins), dropped = greatest(dropped, ..)
+#   collector_stats: run_collectors (run, collector_id or ''): each counter = greatest(.., new)
+#                    (they are cumulative), stats = the body (the last one wins), rank and
+#                    world_size = coalesce(new, ..), first_at = least, last_at = greatest; then
+#                    runs.collector_stats = the sums over the run's collectors (dropped_by_reason
+#                    summed per reason, "collectors": how many), runs.dropped = the sum of
+#                    dropped; runs.world_size = coalesce(runs.world_size, world_size)
 # last_step is the one value where order matters across kinds: after the last run_finished that
-# names a step, only checkpoints that come later can raise it.
+# names a step, only checkpoints that come later can raise it; status and finished_at: the later
+# of the last restart and the last run_finished decides.
 _STEP4 = ("""
     CREATE OR REPLACE TEMP TABLE new_events AS
     SELECT * FROM staged_events e
@@ -417,29 +435,42 @@ _STEP4 = ("""
     ON CONFLICT DO UPDATE SET last_event_at = greatest(runs.last_event_at, excluded.last_event_at)""",
           """
     UPDATE runs SET
-        started_at = CASE WHEN a.n_started > 0 THEN a.started_at ELSE runs.started_at END,
+        started_at = CASE WHEN a.n_started > 0 AND runs.started_at IS NULL THEN a.first_started_at
+                          ELSE runs.started_at END,
         config = CASE WHEN a.n_started > 0 THEN a.config::JSON ELSE runs.config END,
         metadata = CASE WHEN a.n_started > 0 THEN a.metadata::JSON ELSE runs.metadata END,
-        status = CASE WHEN a.n_finished > 0 THEN a.status ELSE runs.status END,
-        finished_at = CASE WHEN a.n_finished > 0 THEN a.finished_at ELSE runs.finished_at END,
+        world_size = CASE WHEN a.started_world IS NOT NULL THEN a.started_world
+                          ELSE coalesce(runs.world_size, a.stats_world) END,
+        restarts = coalesce(runs.restarts, 0)
+                   + greatest(a.n_started - (runs.started_at IS NULL)::INTEGER, 0),
+        restarted_at = CASE WHEN a.n_started - (runs.started_at IS NULL)::INTEGER > 0
+                            THEN a.last_started_at ELSE runs.restarted_at END,
+        status = CASE WHEN a.n_started - (runs.started_at IS NULL)::INTEGER > 0
+                           AND a.start_seq > coalesce(a.end_seq, -1) THEN 'running'
+                      WHEN a.n_finished > 0 THEN a.status ELSE runs.status END,
+        finished_at = CASE WHEN a.n_started - (runs.started_at IS NULL)::INTEGER > 0
+                                AND a.start_seq > coalesce(a.end_seq, -1) THEN NULL
+                           WHEN a.n_finished > 0 THEN a.finished_at ELSE runs.finished_at END,
         last_step = CASE WHEN a.fin_seq IS NOT NULL THEN greatest(a.fin_step, a.ck_after)
                          WHEN a.ck_after IS NOT NULL THEN greatest(coalesce(runs.last_step, 0), a.ck_after)
-                         ELSE runs.last_step END,
-        collector_stats = CASE WHEN a.n_stats > 0 THEN a.stats::JSON ELSE runs.collector_stats END,
-        dropped = CASE WHEN a.n_stats > 0 THEN greatest(runs.dropped, a.dropped) ELSE runs.dropped END
+                         ELSE runs.last_step END
     FROM (
         SELECT e.run_id, f.fin_seq, f.fin_step,
                count(*) FILTER (WHERE kind = 'run_started') AS n_started,
-               arg_max(ts, seq) FILTER (WHERE kind = 'run_started') AS started_at,
+               arg_min(ts, seq) FILTER (WHERE kind = 'run_started') AS first_started_at,
+               arg_max(ts, seq) FILTER (WHERE kind = 'run_started') AS last_started_at,
+               max(seq) FILTER (WHERE kind = 'run_started') AS start_seq,
                arg_max(config, seq) FILTER (WHERE kind = 'run_started') AS config,
                arg_max(metadata, seq) FILTER (WHERE kind = 'run_started') AS metadata,
+               arg_max(world_size, seq) FILTER (WHERE kind = 'run_started'
+                                                AND world_size IS NOT NULL) AS started_world,
+               arg_min(world_size, seq) FILTER (WHERE kind = 'collector_stats'
+                                                AND world_size IS NOT NULL) AS stats_world,
                count(*) FILTER (WHERE kind = 'run_finished') AS n_finished,
+               max(seq) FILTER (WHERE kind = 'run_finished') AS end_seq,
                arg_max(status, seq) FILTER (WHERE kind = 'run_finished') AS status,
                arg_max(ts, seq) FILTER (WHERE kind = 'run_finished') AS finished_at,
-               max(step) FILTER (WHERE kind = 'checkpoint' AND seq > coalesce(f.fin_seq, -1)) AS ck_after,
-               count(*) FILTER (WHERE kind = 'collector_stats') AS n_stats,
-               arg_max(stats, seq) FILTER (WHERE kind = 'collector_stats') AS stats,
-               max(dropped) FILTER (WHERE kind = 'collector_stats') AS dropped
+               max(step) FILTER (WHERE kind = 'checkpoint' AND seq > coalesce(f.fin_seq, -1)) AS ck_after
         FROM new_events e
         LEFT JOIN (SELECT run_id, max(seq) AS fin_seq, arg_max(step, seq) AS fin_step
                    FROM new_events WHERE kind = 'run_finished' AND step IS NOT NULL
@@ -463,6 +494,55 @@ _STEP4 = ("""
     SELECT c.run_id, c.step, c.reached_at, c.path,
            list_reduce(c.metrics, lambda acc, m: json_merge_patch(acc, m))
     FROM new_checkpoints c ANTI JOIN checkpoints k ON k.run_id = c.run_id AND k.step = c.step""")
+
+_BIG = 2**63 - 1  # sums of BIGINT counters are kept within BIGINT
+# Step 4, collector_stats (only for a batch that has some).
+_STEP4_STATS = ("""
+    INSERT INTO run_collectors
+    SELECT run_id, collector_id,
+           arg_max("rank", seq) FILTER (WHERE "rank" IS NOT NULL),
+           arg_max(world_size, seq) FILTER (WHERE world_size IS NOT NULL),
+           min(ts), max(ts), max(offered), max(sampled), max(sent), max(spooled), max(resent),
+           max(dropped), arg_max(stats, seq)::JSON
+    FROM new_events WHERE kind = 'collector_stats' GROUP BY run_id, collector_id
+    ON CONFLICT DO UPDATE SET
+        "rank" = coalesce(excluded."rank", run_collectors."rank"),
+        world_size = coalesce(excluded.world_size, run_collectors.world_size),
+        first_at = least(run_collectors.first_at, excluded.first_at),
+        last_at = greatest(run_collectors.last_at, excluded.last_at),
+        offered = greatest(run_collectors.offered, excluded.offered),
+        sampled = greatest(run_collectors.sampled, excluded.sampled),
+        sent = greatest(run_collectors.sent, excluded.sent),
+        spooled = greatest(run_collectors.spooled, excluded.spooled),
+        resent = greatest(run_collectors.resent, excluded.resent),
+        dropped = greatest(run_collectors.dropped, excluded.dropped),
+        stats = excluded.stats""",
+                f"""
+    UPDATE runs SET collector_stats = t.stats, dropped = t.dropped FROM (
+        SELECT c.run_id, least(sum(c.dropped), {_BIG})::BIGINT AS dropped,
+               json_object('offered', least(sum(c.offered), {_BIG})::BIGINT,
+                           'sampled', least(sum(c.sampled), {_BIG})::BIGINT,
+                           'sent', least(sum(c.sent), {_BIG})::BIGINT,
+                           'spooled', least(sum(c.spooled), {_BIG})::BIGINT,
+                           'resent', least(sum(c.resent), {_BIG})::BIGINT,
+                           'dropped', least(sum(c.dropped), {_BIG})::BIGINT,
+                           'dropped_by_reason', coalesce(any_value(r.by_reason), '{{}}'::JSON),
+                           'collectors', count(*)) AS stats
+        FROM run_collectors c
+        LEFT JOIN (
+            SELECT run_id, to_json(map(list(reason ORDER BY reason),
+                                       list(least(n, {_BIG})::BIGINT ORDER BY reason))) AS by_reason
+            FROM (SELECT run_id, e.key AS reason, sum(e.value) AS n
+                  FROM (SELECT run_id, unnest(map_entries(try_cast(
+                                   stats->'dropped_by_reason' AS MAP(VARCHAR, BIGINT)))) AS e
+                        FROM run_collectors
+                        WHERE run_id IN (SELECT run_id FROM new_events WHERE kind = 'collector_stats'))
+                  WHERE e.value IS NOT NULL
+                  GROUP BY ALL)
+            GROUP BY run_id) r USING (run_id)
+        WHERE c.run_id IN (SELECT run_id FROM new_events WHERE kind = 'collector_stats')
+        GROUP BY c.run_id) t
+    WHERE runs.run_id = t.run_id""")
 
 
 class Store:
@@ -623,6 +703,9 @@ class Store:
             return 0
         for sql in _STEP4:
             cur.execute(sql)
+        if pc.any(pc.equal(staged.column("kind"), "collector_stats")).as_py():
+            for sql in _STEP4_STATS:
+                cur.execute(sql)
         return cur.execute("SELECT count(*) FROM new_events").fetchall()[0][0]
 
     @staticmethod

@@ -1,7 +1,9 @@
 """``Store.apply`` (set-based, Arrow-staged) against the previous row-by-row implementation.
 
 ``Reference`` below is the store as it was before the ingest work (one ``ON CONFLICT ...
-RETURNING`` insert per batch, one statement per run event). Random batches - repeated
+RETURNING`` insert per batch, one statement per run event), with run_started and
+collector_stats as they are since migration 0005 (restarts, per-collector counters summed per
+run). Random batches - repeated
 sample_ids inside and across batches, several scores of one category per sample, cue NULL and
 '', run events of every kind in every order, repeated event_ids, dead letters - go through both,
 and every table must come out the same. No broker needed.
@@ -168,9 +170,16 @@ class Reference:
                     " SET last_event_at = greatest(runs.last_event_at, excluded.last_event_at)",
                     [run_id, ts])
         if kind == "run_started":
-            cur.execute("UPDATE runs SET started_at = ?, config = ?::JSON, metadata = ?::JSON"
-                        " WHERE run_id = ?",
-                        [ts, _json(r.get("config") or {}), _json(r.get("metadata") or {}), run_id])
+            cur.execute("UPDATE runs SET config = ?::JSON, metadata = ?::JSON,"
+                        " world_size = coalesce(?, world_size) WHERE run_id = ?",
+                        [_json(r.get("config") or {}), _json(r.get("metadata") or {}),
+                         r.get("world_size"), run_id])
+            (started,), = cur.execute("SELECT started_at FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            if started is None:
+                cur.execute("UPDATE runs SET started_at = ? WHERE run_id = ?", [ts, run_id])
+            else:  # a restart of the job
+                cur.execute("UPDATE runs SET restarts = restarts + 1, restarted_at = ?,"
+                            " status = 'running', finished_at = NULL WHERE run_id = ?", [ts, run_id])
         elif kind == "checkpoint":
             cur.execute(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?::JSON) ON CONFLICT DO UPDATE SET"
@@ -185,9 +194,39 @@ class Reference:
                         " last_step = coalesce(?, last_step) WHERE run_id = ?",
                         [r["status"], ts, r.get("step"), run_id])
         elif kind == "collector_stats":
-            cur.execute("UPDATE runs SET collector_stats = ?::JSON,"
-                        " dropped = greatest(dropped, ?) WHERE run_id = ?",
-                        [_json(r["stats"]), r["stats"]["dropped"], run_id])
+            st = r["stats"]
+            counters = [st[k] for k in ("offered", "sampled", "sent", "spooled", "resent", "dropped")]
+            cur.execute(
+                "INSERT INTO run_collectors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON)"
+                " ON CONFLICT DO UPDATE SET rank = coalesce(excluded.rank, run_collectors.rank),"
+                " world_size = coalesce(excluded.world_size, run_collectors.world_size),"
+                " first_at = least(run_collectors.first_at, excluded.first_at),"
+                " last_at = greatest(run_collectors.last_at, excluded.last_at),"
+                " offered = greatest(run_collectors.offered, excluded.offered),"
+                " sampled = greatest(run_collectors.sampled, excluded.sampled),"
+                " sent = greatest(run_collectors.sent, excluded.sent),"
+                " spooled = greatest(run_collectors.spooled, excluded.spooled),"
+                " resent = greatest(run_collectors.resent, excluded.resent),"
+                " dropped = greatest(run_collectors.dropped, excluded.dropped),"
+                " stats = excluded.stats",
+                [run_id, r.get("collector_id") or "", r.get("rank"), r.get("world_size"), ts, ts,
+                 *counters, _json(st)])
+            cur.execute("UPDATE runs SET world_size = coalesce(world_size, ?) WHERE run_id = ?",
+                        [r.get("world_size"), run_id])
+            rows = cur.execute("SELECT offered, sampled, sent, spooled, resent, dropped, stats"
+                               " FROM run_collectors WHERE run_id = ?", [run_id]).fetchall()
+            totals = [min(sum(row[i] for row in rows), 2**63 - 1) for i in range(6)]
+            by_reason: dict[str, int] = {}
+            for row in rows:
+                reasons = json.loads(row[6]).get("dropped_by_reason")
+                for reason, n in (reasons.items() if isinstance(reasons, dict) else ()):
+                    if isinstance(n, int) and not isinstance(n, bool) and abs(n) < 2**63:
+                        by_reason[reason] = by_reason.get(reason, 0) + n
+            body = dict(zip(("offered", "sampled", "sent", "spooled", "resent", "dropped"), totals))
+            body["dropped_by_reason"] = {k: min(by_reason[k], 2**63 - 1) for k in sorted(by_reason)}
+            body["collectors"] = len(rows)
+            cur.execute("UPDATE runs SET collector_stats = ?::JSON, dropped = ? WHERE run_id = ?",
+                        [_json(body), totals[5], run_id])
 
 
 # --------------------------------------------------------------------------- random batches
@@ -221,8 +260,17 @@ def _event(rng: random.Random, eid: str) -> dict:
     elif kind == "run_finished":
         ev.update(step=rng.choice([None, 50, 150, 400]), status=rng.choice(["completed", "failed"]))
     else:
-        ev.update(stats={"offered": 1, "sampled": 1, "sent": 1, "spooled": 0, "resent": 0,
-                         "dropped": rng.randrange(10)})
+        ev.update(stats={"offered": rng.randrange(5), "sampled": 1, "sent": rng.randrange(5),
+                         "spooled": 0, "resent": 0, "dropped": rng.randrange(10)})
+        if rng.random() < 0.5:
+            ev["stats"]["dropped_by_reason"] = rng.choice([
+                {}, {"queue_full": rng.randrange(4)}, {"spool_full": 2, "queue_full": 1},
+                {"odd": "x", "spool_full": 1}])
+        if rng.random() < 0.7:  # collectors that name themselves (one per rank and start)
+            ev.update(collector_id=rng.choice(["c0", "c1", "c2"]), rank=rng.choice([None, 0, 1]),
+                      world_size=rng.choice([None, 2]))
+    if kind == "run_started" and rng.random() < 0.5:
+        ev["world_size"] = rng.choice([1, 2, 4])
     return ev
 
 
@@ -280,6 +328,7 @@ TABLES = {
     "checkpoint_sets": "SELECT * EXCLUDE (reward_sum), round(reward_sum, 9) FROM checkpoint_sets",
     "checkpoints": "SELECT * FROM checkpoints",
     "runs": "SELECT * FROM runs",
+    "run_collectors": "SELECT * FROM run_collectors",
     "run_events": "SELECT * FROM run_events",
     "dead_letters": "SELECT * EXCLUDE (received_at) FROM dead_letters ORDER BY dead_letter_id",
     "offsets": "SELECT * EXCLUDE (updated_at) FROM offsets",
