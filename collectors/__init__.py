@@ -39,7 +39,8 @@ from runwatch.collectors.collector import Collector
 from runwatch.collectors.scoring import KeywordScorer, RepetitionScorer, Score, Scorer
 
 __all__ = ["Collector", "KeywordScorer", "RepetitionScorer", "Score", "Scorer",
-           "PipelineScorer", "EmbeddingScorer", "PromptSuite", "TorchProbeHook", "RunwatchCallback"]
+           "PipelineScorer", "EmbeddingScorer", "PromptSuite", "TorchProbeHook", "RunwatchCallback",
+           "RunwatchGRPO"]
 
 
 def __getattr__(name):  # lazy imports of the heavier parts
@@ -58,4 +59,7 @@ def __getattr__(name):  # lazy imports of the heavier parts
     if name == "RunwatchCallback":
         from runwatch.collectors.hooks import RunwatchCallback
         return RunwatchCallback
+    if name == "RunwatchGRPO":
+        from runwatch.collectors.trl import RunwatchGRPO
+        return RunwatchGRPO
     raise AttributeError(f"module 'collectors' has no attribute {name!r}")
