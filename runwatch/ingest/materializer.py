@@ -25,21 +25,26 @@ stays low; ``max_batch_latency_s`` bounds how long a sample waits when the backl
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 
 from runwatch.collectors.kafka_config import ErrorTrap, KafkaUnreachableError, explain_failure
 from runwatch.collectors.wire import topics as wire_topics
 from runwatch.alerts.records import decode_alerts_message
-from runwatch.ingest.decode import MAX_MESSAGE_BYTES, decode
+from runwatch.ingest.decode import MAX_MESSAGE_BYTES, DeadLetter, decode
 from runwatch.errors import BrokerError
 from runwatch.transport.security import kafka_options as security_options
 from runwatch.store.store import Batch, Store
 
 log = logging.getLogger("runwatch.ingest.materializer")
+
+# What the Kafka client raises for a message it cannot decode (a codec it lacks, a batch that
+# fails its CRC or cannot be parsed): the message is dead-lettered, never retried forever.
+UNDECODABLE = (UnsupportedCodecError, CorruptRecordError)
 
 
 @dataclass
@@ -318,6 +323,8 @@ class Materializer:
                             break
                     else:
                         idle_since = None
+            except UNDECODABLE as exc:
+                batch = self._dead_letter_undecodable(batch, exc)
             except (KafkaError, OSError) as exc:
                 # Broker trouble: keep the view as it is, reconnect, carry on from the applied
                 # positions (the writer finishes what it was handed first, so they are final).
@@ -332,6 +339,85 @@ class Materializer:
                 stop.wait(1.0)
         if batch.messages:
             self._hand_off(batch)
+
+    def _dead_letter_undecodable(self, batch: Batch, exc: Exception) -> Batch:
+        """The client could not decode a fetched message (a codec it lacks, a batch failing its
+        CRC): dead-letter it with its coordinates and move past it, never retry it forever.
+
+        kafka-python's consumer does not poll again after such an error (the next poll hangs),
+        and the poll that raised may have dropped what it read of other partitions. So, as after
+        broker trouble, what is not applied is dropped and read again from the applied
+        positions; each assigned partition (the one the error names first) is read alone by a
+        probe consumer, which dead-letters every offset it cannot decode and skips past it."""
+        assignment = sorted(self._consumer.assignment()) if self._consumer is not None else []
+        log.warning("materializer: undecodable message (%s: %s); finding it", type(exc).__name__, exc)
+        self._writer.drain()
+        self._data_read = self._data_applied
+        self._reset_consumer()
+        named = re.search(r"topic='([^']+)', partition=(\d+)", str(exc))
+        hint = (named.group(1), int(named.group(2))) if named else None
+        assignment.sort(key=lambda tp: (tp.topic, tp.partition) != hint)
+        stored = self.store.stored_offsets()
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            if self._probe(tp, self._positions.get(key, stored.get(key))):
+                break
+        return Batch()
+
+    def _probe(self, tp, start: int | None, max_runtime_s: float = 60.0) -> bool:
+        """Read partition ``tp`` from ``start`` to its end alone, storing what decodes and
+        dead-lettering what does not. True when it found an undecodable message."""
+        from kafka import KafkaConsumer
+
+        options = dict(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                       group_id=None, max_poll_records=self.max_batch_messages,
+                       bootstrap_timeout_ms=5000, request_timeout_ms=10000,
+                       client_id="runwatch-materializer-probe")
+        options.update({k: v for k, v in self.kafka_options.items() if k != "group_id"})
+        consumer = KafkaConsumer(**options)
+        batch, found = Batch(), False
+        try:
+            consumer.assign([tp])
+            if start is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+            end = consumer.end_offsets([tp])[tp]
+            deadline = time.monotonic() + max_runtime_s
+            while consumer.position(tp) < end and time.monotonic() < deadline:
+                try:
+                    polled = consumer.poll(timeout_ms=500, max_records=self.max_batch_messages)
+                except UNDECODABLE as again:
+                    found = True
+                    offset = consumer.position(tp)
+                    self._add_undecodable(batch, tp, offset, again)
+                    consumer.seek(tp, offset + 1)  # seeking at once keeps the consumer usable
+                    continue
+                for message in polled.get(tp, ()):
+                    self._add(batch, message)
+                    if len(batch) >= self.max_batch_records:
+                        self._hand_off(batch)
+                        batch = Batch()
+        finally:
+            if batch.messages:
+                self._hand_off(batch)
+            try:
+                consumer.close()
+            except Exception:
+                pass
+        return found
+
+    def _add_undecodable(self, batch: Batch, tp, offset: int, exc: Exception) -> None:
+        reason = (f"undecodable Kafka message at {tp.topic}[{tp.partition}]@{offset}: "
+                  f"{type(exc).__name__}: {exc}")
+        log.warning("materializer: dead-lettered %s", reason)
+        dead = [DeadLetter(None, reason, None)]
+        if tp.topic == self.alerts_topic:
+            batch.add_reviews(tp.topic, tp.partition, offset, [], dead)
+        else:
+            batch.data_messages += 1
+            self._data_read += 1
+            batch.add(tp.topic, tp.partition, offset, [], [], dead)
 
     def _reset_consumer(self) -> None:
         if self._consumer is not None:
