@@ -14,11 +14,13 @@ from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run dashboard/app.py` puts dashboard/ (not the repository) on sys.path; without an
-# installed package the `dashboard` and `runwatch` imports of the pages need the repository root.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
+# `streamlit run dashboard/app.py` puts dashboard/ (not the repository) on sys.path; from a
+# source checkout the `runwatch` imports of the pages need the repository root. Installed, this
+# file is runwatch/dashboard/app.py and runwatch is importable already: its parent folder
+# must not go on sys.path (it would expose runwatch's subpackages as top-level names).
+_ROOT = Path(__file__).resolve().parent.parent
+if (_ROOT / "pyproject.toml").is_file() and str(_ROOT) not in sys.path:
+    sys.path.append(str(_ROOT))
 
 st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", layout="wide")
 
