@@ -256,11 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 
+    from runwatch.cli.dead_letters import register as register_dead_letters
     from runwatch.cli.users import register as register_users
     from runwatch.sidecar.watch import register as register_watch
 
     register_watch(sub)
     register_users(sub)
+    register_dead_letters(sub)
     return p
 
 

@@ -232,9 +232,7 @@ def _sample_ok(r: dict) -> bool:
 def validate_sample(r: dict) -> None:
     if _sample_ok(r):
         return
-    extra = r.keys() - _SAMPLE_FIELDS
-    if extra:
-        raise Invalid(f"unknown field(s) {sorted(extra)} in sample")
+    _unknown_ok(r, _SAMPLE_FIELDS, "sample")
     _id(r, "sample_id")
     _id(r, "run_id")
     if "step" not in r:
@@ -262,9 +260,7 @@ def validate_sample(r: dict) -> None:
     for i, s in enumerate(scores):
         if type(s) is not dict:
             raise Invalid(f"scores[{i}] must be an object, got {type(s).__name__}")
-        extra = s.keys() - _SCORE_FIELDS
-        if extra:
-            raise Invalid(f"unknown field(s) {sorted(extra)} in scores[{i}]")
+        _unknown_ok(s, _SCORE_FIELDS, f"scores[{i}]")
         try:
             _id(s, "scorer")
             _id(s, "category")
@@ -278,10 +274,7 @@ def validate_sample(r: dict) -> None:
 
 def validate_event(r: dict) -> None:
     kind = r["kind"]
-    allowed = _EVENT_FIELDS[kind]
-    extra = r.keys() - _EVENT_BASE - allowed
-    if extra:
-        raise Invalid(f"unknown field(s) {sorted(extra)} in {kind} event")
+    _unknown_ok(r, _EVENT_BASE | _EVENT_FIELDS[kind], f"{kind} event")
     _id(r, "event_id")
     _id(r, "run_id")
     if "ts" not in r:
@@ -319,6 +312,28 @@ def validate_event(r: dict) -> None:
                 raise Invalid(f"stats.{key} must be <= {MAX_INT64}, got {value}")
 
 
+_BATCH_FIELDS = frozenset({"schema_version", "kind", "run_id", "records"})
+BATCH_EXTRA = "_batch"  # samples.extra: the unknown fields of the batch envelope
+SCORES_EXTRA = "_scores"  # samples.extra: the unknown fields of each score
+
+
+def _unknown_ok(record: dict, known: frozenset, where: str) -> None:
+    """Schema evolution: fields this version does not know are accepted (and stored), as long
+    as the store can hold them."""
+    for name in record.keys() - known:
+        value = record[name]
+        if type(value) in (dict, list) and _too_deep(value):
+            raise Invalid(f"field {name!r} in {where} nests deeper than {MAX_NESTING} levels")
+
+
+def _version_problem(version) -> str:
+    if type(version) is int and version > SCHEMA_VERSION:
+        return (f"schema_version {version} is newer than this monitor reads ({SCHEMA_VERSION}): "
+                f"upgrade runwatch where `runwatch serve`/`runwatch ingest` runs, then bring the "
+                f"record back with `runwatch dead-letters replay`")
+    return f"unknown schema_version {version!r} (this monitor reads {SCHEMA_VERSION})"
+
+
 def validate_record(r) -> str:
     """Return the record's kind, or raise :class:`Invalid` with the reason."""
     if type(r) is not dict:
@@ -327,7 +342,7 @@ def validate_record(r) -> str:
     if version != SCHEMA_VERSION or type(version) is not int:
         if "schema_version" not in r:
             raise Invalid("missing field 'schema_version'")
-        raise Invalid(f"unknown schema_version {version!r} (this monitor reads {SCHEMA_VERSION})")
+        raise Invalid(_version_problem(version))
     kind = r.get("kind")
     if kind == "sample":
         validate_sample(r)
@@ -401,10 +416,9 @@ def decode_message(value: bytes | None, *, max_bytes: int = MAX_MESSAGE_BYTES):
         version = doc.get("schema_version")
         if version != SCHEMA_VERSION or type(version) is not int:
             raise Invalid("missing field 'schema_version'" if "schema_version" not in doc
-                          else f"unknown schema_version {version!r} (this monitor reads {SCHEMA_VERSION})")
-        extra = doc.keys() - {"schema_version", "kind", "run_id", "records"}
-        if extra:
-            raise Invalid(f"unknown field(s) {sorted(extra)} in batch envelope")
+                          else _version_problem(version))
+        _unknown_ok(doc, _BATCH_FIELDS, "batch envelope")
+        envelope = {k: doc[k] for k in doc.keys() - _BATCH_FIELDS}
         run_id = _id(doc, "run_id")
         records = doc.get("records")
         if type(records) is not list or not records:
@@ -417,6 +431,8 @@ def decode_message(value: bytes | None, *, max_bytes: int = MAX_MESSAGE_BYTES):
             validate_record(r)
             if r["run_id"] != run_id:
                 raise Invalid(f"record run_id {r['run_id']!r} differs from batch run_id {run_id!r}")
+            if envelope and r["kind"] == "sample":
+                r.setdefault(BATCH_EXTRA, envelope)
             if lenient and (problem := _not_strict_json(r)):
                 raise Invalid(problem)
         except Invalid as exc:
@@ -459,6 +475,7 @@ class SampleRow:
     pair_id: str | None
     cue: str | None
     meta: str | None  # already the stored JSON text (see meta_json)
+    extra: str | None = None  # samples.extra: fields this version does not know (JSON text)
 
 
 def _float(v):
@@ -472,7 +489,17 @@ def sample_row(r: dict) -> SampleRow:
         r["completion"], r["source"],
         [ScoreRow(s["scorer"], s["category"], float(s["score"]), s["flagged"], _float(s.get("threshold")))
          for s in r["scores"]],
-        r["created_at"], _float(r.get("reward")), r.get("pair_id"), r.get("cue"), meta_json(r.get("meta")))
+        r["created_at"], _float(r.get("reward")), r.get("pair_id"), r.get("cue"), meta_json(r.get("meta")),
+        _extra_json(r))
+
+
+def _extra_json(r: dict) -> str | None:
+    """The text stored in ``samples.extra``: the sample's unknown fields, or None."""
+    extra = {k: r[k] for k in r.keys() - _SAMPLE_FIELDS}
+    per_score = [{k: s[k] for k in s.keys() - _SCORE_FIELDS} or None for s in r["scores"]]
+    if any(per_score):
+        extra[SCORES_EXTRA] = per_score
+    return meta_json(extra) if extra else None
 
 
 # --------------------------------------------------------------------------- the fast path

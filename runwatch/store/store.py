@@ -72,6 +72,8 @@ class Batch:
     score_chunks: list[pa.RecordBatch] = field(default_factory=list)
     staged: _Staged | None = None
     staged_events: pa.Table | None = None
+    # (sql, params) run in the batch's transaction, before its COMMIT (dead-letter replays)
+    also_execute: tuple[str, list] | None = None
 
     def __len__(self) -> int:
         return self.received + len(self.events) + len(self.dead) + len(self.reviews)
@@ -135,7 +137,7 @@ _SAMPLE_SCHEMA = pa.schema([
     ("completion", pa.string()), ("source", pa.string()), ("reward", pa.float64()),
     ("pair_id", pa.string()), ("cue", pa.string()), ("created_at", _TS), ("meta", pa.string()),
     ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()), ("row", pa.int32()),
-    ("sample_scores", pa.list_(_SCORE_STRUCT))])
+    ("extra", pa.string()), ("sample_scores", pa.list_(_SCORE_STRUCT))])
 _SCORE_SCHEMA = pa.schema([  # the sample's columns come from a join on "row"
     ("row", pa.int32()), ("scorer", pa.string()), ("category", pa.string()),
     ("score", pa.float64()), ("flagged", pa.bool_()), ("threshold", pa.float64())])
@@ -187,6 +189,8 @@ def _stage_chunk(recs: list, sources: list[tuple[int, int, int]], first_row: int
         pa.array(np.array([p for _, p, _ in sources], dtype=np.int32)).take(message),
         pa.array(np.array([o for _, _, o in sources], dtype=np.int64)).take(message),
         pa.array(np.arange(first_row, first_row + n, dtype=np.int32)),
+        # fields this version does not know (SampleRow only: the fast path refuses them)
+        _strings([getattr(r, "extra", None) for r in recs]),
     ]
     scores = [sc for r in recs for sc in r.scores]
     per_sample = np.fromiter((len(r.scores) for r in recs), dtype=np.int32, count=n)
@@ -332,7 +336,7 @@ _COUNT_RATE = """
 _INSERT_SAMPLES = (
     "INSERT INTO samples SELECT sample_id, run_id, step, prompt_set, prompt_id, prompt,"
     " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
-    " kafka_partition, kafka_offset, sample_scores FROM staged_samples")
+    " kafka_partition, kafka_offset, sample_scores, extra::JSON FROM staged_samples")
 
 # Step 3. A sample is flagged for a category when any of its scores for it is flagged; it
 # disagrees when some are and some are not ("row" numbers the samples of the batch).
@@ -620,6 +624,8 @@ class Store:
             if batch.dead:
                 cur.execute(_INSERT_DEAD, [now])
             self._advance_offsets(cur, batch.next_offsets, now)
+            if batch.also_execute is not None:
+                cur.execute(*batch.also_execute)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

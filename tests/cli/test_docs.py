@@ -106,7 +106,7 @@ def test_every_command_is_documented():
 
 def test_every_option_of_every_command_is_in_docs_commands():
     text = (ROOT / "docs" / "commands.md").read_text()
-    sections = dict(re.findall(r"^## runwatch (\w+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    sections = dict(re.findall(r"^## runwatch ([\w-]+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
     shared = re.search(r"^## Options the Kafka clients share\n(.*?)(?=^## )", text, re.M | re.S)
     problems = []
     for name, parser in _subparsers().items():

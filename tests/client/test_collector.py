@@ -63,7 +63,6 @@ def test_records_follow_the_published_json_schema(tmp_path):
         {**sample, "source": "eval"},
         {**sample, "scores": [{"scorer": "r", "category": "c", "score": "high", "flagged": True}]},
         {k: v for k, v in sample.items() if k != "created_at"},
-        {**sample, "extra": 1},
         {**records[-1], "step": "last"},
     ]
     for bad in bad_variants:
@@ -71,6 +70,17 @@ def test_records_follow_the_published_json_schema(tmp_path):
             jsonschema.validate(bad, schema)
         good, dead = decode_message(json.dumps(bad).encode())
         assert not good and dead, bad
+
+    # Schema evolution: what a newer producer adds, both the schema and the monitor accept.
+    newer = [
+        {**sample, "extra": 1},
+        {**sample, "scores": [{**sample["scores"][0], "calibrated": 0.9}]},
+        {**records[-1], "tokens_seen": 10},
+    ]
+    for record in newer:
+        jsonschema.validate(record, schema)
+        good, dead = decode_message(json.dumps(record).encode())
+        assert good and not dead, record
 
 
 def test_log_never_blocks_and_counts_what_the_full_queue_drops(tmp_path):

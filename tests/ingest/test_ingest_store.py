@@ -28,6 +28,17 @@ TOPIC_S, TOPIC_R = "t.samples", "t.runs"
 
 
 # --------------------------------------------------------------------------- the reference
+
+_WIRE_SAMPLE = {"schema_version", "kind", "sample_id", "run_id", "step", "prompt_set", "prompt_id",
+                "prompt", "completion", "source", "reward", "pair_id", "cue", "scores",
+                "created_at", "meta"}
+
+
+def _unknown_fields(r: dict) -> str | None:
+    """samples.extra of the reference: the sample's fields wire v1 does not name."""
+    extra = {k: v for k, v in r.items() if k not in _WIRE_SAMPLE}
+    return json.dumps(extra, separators=(",", ":"), ensure_ascii=False) if extra else None
+
 def _json(value):
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -98,6 +109,7 @@ class Reference:
                 type=pa.list_(pa.struct([("scorer", pa.string()), ("category", pa.string()),
                                          ("score", pa.float64()), ("flagged", pa.bool_()),
                                          ("threshold", pa.float64())]))),
+            "extra": pa.array([_unknown_fields(r) for r in recs], type=pa.string()),
         })
         rows = [(r["sample_id"], s["scorer"], s["category"], s["score"], s["flagged"],
                  s.get("threshold")) for r in recs for s in r["scores"]]
@@ -114,7 +126,7 @@ class Reference:
         new_ids = pa.table({"sample_id": pa.array([row[0] for row in cur.execute(
             "INSERT INTO samples SELECT sample_id, run_id, step, prompt_set, prompt_id, prompt,"
             " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
-            " kafka_partition, kafka_offset, sample_scores FROM staged_samples"
+            " kafka_partition, kafka_offset, sample_scores, extra::JSON FROM staged_samples"
             " ON CONFLICT DO NOTHING RETURNING sample_id", [now]).fetchall()], type=pa.string())})
         if new_ids.num_rows:
             cur.register("new_ids", new_ids)
