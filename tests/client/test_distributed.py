@@ -254,7 +254,7 @@ def test_the_new_optional_wire_fields_follow_the_schema_and_both_decoders():
         assert decode_message(json.dumps(record).encode())[0] == [record]
     bad = [{**stats, "rank": -1}, {**stats, "rank": "0"}, {**stats, "world_size": 0},
            {**stats, "collector_id": ""}, {**stats, "collector_id": "x" * 201},
-           {**started, "world_size": 1.5}, {**started, "rank": 0}, {**stats, "rank": 2**63}]
+           {**started, "world_size": 1.5}, {**stats, "rank": 2**63}]
     for record in bad:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(record, schema)
