@@ -200,18 +200,6 @@ class Materializer:
         self.lag = lag
         return lag == 0
 
-    def _commit_group(self, next_offsets) -> None:
-        if not self.group_id:
-            return
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
-        try:
-            self._consumer.commit_async({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                         for (t, p), o in next_offsets.items()})
-        except Exception as exc:  # only for lag display; the truth is in DuckDB
-            log.debug("group commit failed: %s", exc)
-
     # ------------------------------------------------------------------ the loop
     def _add(self, batch: Batch, message) -> None:
         if message.topic == self.alerts_topic:
