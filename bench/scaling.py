@@ -232,7 +232,7 @@ def main(argv=None) -> dict:
             produce_s = time.perf_counter() - t
             have += produced.samples
             for st in produced.stats:  # the collectors' own counts: what really reached Kafka
-                for key in ("sent", "spooled", "resent", "dropped"):
+                for key in ("sent", "spooled", "resent", "dropped", "events_lost"):
                     sent_total[key] = sent_total.get(key, 0) + st[key]
                 for reason, n in st["dropped_by_reason"].items():
                     sent_total[f"dropped:{reason}"] = sent_total.get(f"dropped:{reason}", 0) + n

@@ -5,7 +5,16 @@ queue (``log`` never waits on the network, the scorers or the disk). A backgroun
 scores, batches, encodes and produces. While the broker is unreachable, messages go to a
 local spool directory (up to ``spool_max_bytes``) and are resent, oldest first, once the broker
 answers again. Every record that is lost is counted by reason and reported in a
-``collector_stats`` run event and by :meth:`Collector.stats`.
+``collector_stats`` run event and by :meth:`Collector.stats`; run events (start, checkpoints,
+end) are spooled like samples, and one that is lost is counted too (``events_lost``).
+
+A slow broker is not a down broker. Messages wait for their acknowledgement up to
+``delivery_timeout_ms`` (120 s) and the bytes in flight are bounded (``max_inflight_bytes``):
+past the bound the background thread waits for acknowledgements (back-pressure; the training
+thread still never waits, its queue absorbs the difference). Only when nothing has been
+acknowledged for ``down_after_s`` and no bootstrap address accepts a TCP connection is the
+broker "down": what is in flight then goes to the spool at once (a copy that the broker still
+writes later is a duplicate the view ignores: sample and event ids are unique).
 
 A collector that cannot start its Kafka producer at all (kafka-python not importable, a codec
 library missing, a setting the producer refuses) says so once with a :class:`CollectorWarning`
@@ -27,6 +36,7 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 import warnings
@@ -69,7 +79,12 @@ class Collector:
     - ``compression``: Kafka compression codec: ``lz4``, ``zstd``, ``snappy``, ``gzip`` or None
       [``lz4``]. One that is unknown or whose library is missing is reported once (a
       :class:`CollectorWarning`) and records are spooled, never lost.
-    - ``close_timeout``: seconds :meth:`close` waits for the flush [10].
+    - ``close_timeout``: seconds :meth:`close` waits for the flush [10]; what is still unacknowledged
+      then is spooled, not lost.
+    - ``max_inflight_bytes``: bytes sent but not yet acknowledged before the background thread
+      waits for the broker [16 MiB].
+    - ``down_after_s``: seconds without any acknowledgement, with messages in flight, after
+      which the broker is probed; only an unreachable broker is treated as down [5].
     - ``stats_interval``: seconds between ``collector_stats`` events [10].
     - ``seed``: seed of the sampling decision [None: random].
     - ``kafka_options``: kafka-python producer settings (security: ``security_protocol``,
@@ -101,6 +116,8 @@ class Collector:
         close_timeout: float = 10.0,
         stats_interval: float = 10.0,
         retry_interval: float = 1.0,
+        max_inflight_bytes: int = 16 * 1024 * 1024,
+        down_after_s: float = 5.0,
         seed: int | None = None,
         kafka_options: dict | None = None,
         rank: int | None = None,
@@ -125,6 +142,8 @@ class Collector:
         self.close_timeout = float(close_timeout)
         self.stats_interval = float(stats_interval)
         self.retry_interval = float(retry_interval)
+        self.max_inflight_bytes = int(max_inflight_bytes)
+        self.down_after_s = float(down_after_s)
         if isinstance(compression, str) and compression.strip().lower() in ("", "none"):
             compression = None
         self._compression = compression
@@ -146,6 +165,15 @@ class Collector:
         self._pending = 0
         self._counts = {"offered": 0, "sampled": 0, "sent": 0, "spooled": 0, "resent": 0}
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._events_lost = dict.fromkeys(DROP_REASONS, 0)
+        # messages handed to the producer and not yet acknowledged: token -> (topic, value, n,
+        # events, spool_name); kept so that they can be spooled if the broker turns out down
+        self._inflight: dict[int, tuple] = {}
+        self._inflight_bytes = 0
+        self._token = 0
+        self._acked = threading.Event()
+        self._last_progress = time.monotonic()  # last acknowledgement (or first message in flight)
+        self._last_probe = 0.0
         self._errors: deque[str] = deque(maxlen=20)
         self._failed: deque = deque()
         self._inflight_spool: set[str] = set()
@@ -320,6 +348,9 @@ class Collector:
             dropped = dict(self._dropped)
             return {**self._counts, "dropped": sum(dropped.values()),
                     "dropped_by_reason": {k: v for k, v in dropped.items() if v},
+                    "events_lost": sum(self._events_lost.values()),
+                    "events_lost_by_reason": {k: v for k, v in self._events_lost.items() if v},
+                    "inflight_bytes": self._inflight_bytes,
                     "queued": self._pending, "spool_messages": len(self.spool),
                     "spool_bytes": self.spool.size_bytes, "broker_down": self._down,
                     "last_errors": list(self._errors)}
@@ -343,10 +374,15 @@ class Collector:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(self.close_timeout if timeout is None else timeout)
+        alive = self._thread.is_alive()
+        if alive:  # unacknowledged messages go to the spool for the run's next collector
+            self._rescue_inflight()
         with self._lock:
             self._closed = True
-            if self._thread.is_alive():
+            if alive:
                 self._dropped["close_timeout"] += self._pending
+                self._events_lost["close_timeout"] += sum(1 for item in list(self._queue)
+                                                          if item[0] == "event")
         return self.stats()
 
     def __enter__(self) -> "Collector":
@@ -404,12 +440,15 @@ class Collector:
                 self._drain_spool()
                 if time.monotonic() - self._last_stats >= self.stats_interval:
                     self._emit_stats()
+                self._check_stall()
                 if self._closing and not self._queue:
                     self._flush_producer(max(1.0, self.close_timeout - 2.0))
                     self._handle_failures()
+                    self._rescue_inflight()  # not acknowledged in time: spooled, not lost
                     self._emit_stats()  # final counts, after the flush settled them
                     self._flush_producer(1.0)
                     self._handle_failures()
+                    self._rescue_inflight()
                     if self._producer is not None:
                         self._producer.close(timeout=1.0)
                     return
@@ -440,8 +479,8 @@ class Collector:
             return
         options = dict(
             bootstrap_servers=self.bootstrap_servers, acks="all", compression_type=self._compression,
-            enable_idempotence=False, linger_ms=20, max_block_ms=2000, request_timeout_ms=3000,
-            delivery_timeout_ms=5000, bootstrap_timeout_ms=2000, reconnect_backoff_max_ms=2000,
+            enable_idempotence=False, linger_ms=20, max_block_ms=2000, request_timeout_ms=30_000,
+            delivery_timeout_ms=120_000, bootstrap_timeout_ms=2000, reconnect_backoff_max_ms=2000,
             max_request_size=8 * 1024 * 1024, client_id=f"runwatch-collector-{self.run_id}")
         options.update(self._kafka_options)
         try:
@@ -520,9 +559,10 @@ class Collector:
             self._pending -= len(keep)
         return records
 
-    def _count_drop(self, reason: str, n: int) -> None:
+    def _count_drop(self, reason: str, n: int, events: int = 0) -> None:
         with self._lock:
             self._dropped[reason] += n
+            self._events_lost[reason] += events
 
     def _send_records(self, topic: str, records: list[dict]) -> None:
         n = sum(1 for r in records if r.get("kind") == "sample")
@@ -530,64 +570,140 @@ class Collector:
             value = wire.encode_batch(self.run_id, records)
         except (TypeError, ValueError) as exc:
             self._note_error(f"cannot encode {len(records)} records: {exc}")
-            self._count_drop("encode_error", n)
+            self._count_drop("encode_error", n, len(records) - n)
             return
+        if not self._down and self._producer is not None and not len(self.spool):
+            self._wait_for_room()
         if (self._down and not len(self.spool) and self._producer is not None
                 and time.monotonic() - self._last_connect_try >= self.retry_interval):
             # Down with nothing spooled (e.g. the spool cannot be written): nothing would ever
             # be resent to find out that the broker is back, so this message is the probe.
             self._last_connect_try = time.monotonic()
-            self._produce(topic, value, n, None)
+            self._produce(topic, value, n, None, len(records) - n)
             return
         if self._down or len(self.spool) or self._producer is None:
-            if not self._spool(topic, value, n, drop=False):
+            if not self._spool(topic, value, n, len(records) - n, drop=False):
                 if not self._down and self._producer is not None:
                     # Up, but the spool is full or unwritable: send now rather than lose it
                     # (order behind the spooled messages gives way to delivery).
-                    self._produce(topic, value, n, None)
+                    self._produce(topic, value, n, None, len(records) - n)
                 else:
-                    self._spool(topic, value, n)  # counts the loss by its reason
+                    self._spool(topic, value, n, len(records) - n)  # counts the loss by its reason
             return
-        self._produce(topic, value, n, None)
+        self._produce(topic, value, n, None, len(records) - n)
 
-    def _produce(self, topic: str, value: bytes, n: int, spool_name: str | None) -> None:
+    def _produce(self, topic: str, value: bytes, n: int, spool_name: str | None,
+                 events: int = 0) -> None:
+        with self._lock:
+            self._token += 1
+            token = self._token
+            if not self._inflight:
+                self._last_progress = time.monotonic()
+            self._inflight[token] = (topic, value, n, events, spool_name)
+            self._inflight_bytes += len(value)
         try:
             future = self._producer.send(topic, key=self._key, value=value)
         except Exception as exc:
+            with self._lock:
+                if self._inflight.pop(token, None) is not None:
+                    self._inflight_bytes -= len(value)
             self._mark_down(f"send to {topic} failed: {exc}")
             if spool_name is None:
-                self._spool(topic, value, n)
+                self._spool(topic, value, n, events)
             else:
                 self._inflight_spool.discard(spool_name)
             return
-        future.add_callback(self._on_ack, n, spool_name)
-        future.add_errback(self._on_fail, topic, value, n, spool_name)
+        future.add_callback(self._on_ack, token)
+        future.add_errback(self._on_fail, token)
 
-    def _on_ack(self, n: int, spool_name: str | None, _metadata=None) -> None:
+    def _on_ack(self, token: int, _metadata=None) -> None:
         # Runs on kafka-python's I/O thread.
         with self._lock:
-            self._counts["sent"] += n
-            if spool_name is not None:
-                self._counts["resent"] += n
-        if spool_name is not None:
-            self.spool.remove(spool_name)
-            self._inflight_spool.discard(spool_name)
+            entry = self._inflight.pop(token, None)
+            self._last_progress = time.monotonic()
+            if entry is not None:
+                self._inflight_bytes -= len(entry[1])
+                self._counts["sent"] += entry[2]
+                if entry[4] is not None:
+                    self._counts["resent"] += entry[2]
+        # entry None: spooled meanwhile (broker taken for down); the spooled copy is resent and
+        # the view ignores the duplicate.
+        if entry is not None and entry[4] is not None:
+            self.spool.remove(entry[4])
+            self._inflight_spool.discard(entry[4])
         self._down = False  # any acknowledgement: the broker is reachable
+        self._acked.set()
 
-    def _on_fail(self, topic: str, value: bytes, n: int, spool_name: str | None, exc=None) -> None:
-        self._failed.append((topic, value, n, spool_name, exc))
+    def _on_fail(self, token: int, exc=None) -> None:
+        with self._lock:
+            entry = self._inflight.pop(token, None)
+            if entry is not None:
+                self._inflight_bytes -= len(entry[1])
+        if entry is not None:
+            self._failed.append((*entry, exc))
+        self._acked.set()
         self._wake.set()
 
     def _handle_failures(self) -> None:
         while self._failed:
-            topic, value, n, spool_name, exc = self._failed.popleft()
+            topic, value, n, events, spool_name, exc = self._failed.popleft()
             self._mark_down(f"delivery to {topic} failed: {exc}")
             if spool_name is None:
-                self._spool(topic, value, n)
+                self._spool(topic, value, n, events)
             else:
                 self._inflight_spool.discard(spool_name)
 
-    def _spool(self, topic: str, value: bytes, n: int, *, drop: bool = True) -> bool:
+    def _rescue_inflight(self) -> None:
+        """Spool every unacknowledged message (the broker is down, or the collector closes)."""
+        with self._lock:
+            entries = list(self._inflight.values())
+            self._inflight.clear()
+            self._inflight_bytes = 0
+        for topic, value, n, events, spool_name in entries:
+            if spool_name is None:
+                self._spool(topic, value, n, events)
+            else:  # still in the spool: resent by the next drain
+                self._inflight_spool.discard(spool_name)
+
+    def _reachable(self) -> bool:
+        """Does any bootstrap address accept a TCP connection? (A slow broker still does.)"""
+        servers = self.bootstrap_servers
+        if isinstance(servers, str):
+            servers = servers.split(",")
+        for server in servers:
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=1.0):
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    def _check_stall(self) -> None:
+        """Nothing acknowledged for ``down_after_s`` with messages in flight: probe the broker;
+        unreachable means down, and what is in flight is spooled at once."""
+        if self._down or not self._inflight:
+            return
+        now = time.monotonic()
+        if now - self._last_progress < self.down_after_s or now - self._last_probe < self.down_after_s:
+            return
+        self._last_probe = now
+        if self._reachable():
+            return  # slow, not down: keep waiting for the acknowledgements
+        self._mark_down(f"no acknowledgement for {now - self._last_progress:.0f} s and no broker "
+                        f"at {self.bootstrap_servers} accepts connections")
+        self._rescue_inflight()
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: hold the next message while ``max_inflight_bytes`` are unacknowledged."""
+        while (self._inflight_bytes >= self.max_inflight_bytes and not self._down
+               and self._producer is not None):
+            self._acked.wait(0.1)
+            self._acked.clear()
+            self._handle_failures()
+            self._check_stall()
+
+    def _spool(self, topic: str, value: bytes, n: int, events: int = 0, *, drop: bool = True) -> bool:
         """Spool one message; False when the spool refused it (full or unwritable), which is
         counted as a loss unless ``drop=False`` (the caller will try to send it instead)."""
         try:
@@ -595,14 +711,14 @@ class Collector:
         except SpoolError as exc:
             self._note_error(str(exc))
             if drop:
-                self._count_drop("spool_error", n)
+                self._count_drop("spool_error", n, events)
             return False
         if stored:
             with self._lock:
                 self._counts["spooled"] += n
             return True
         if drop:
-            self._count_drop("spool_full", n)
+            self._count_drop("spool_full", n, events)
         return False
 
     def _drain_spool(self) -> None:
@@ -616,6 +732,8 @@ class Collector:
             window = 1
         else:
             window = 16 - len(self._inflight_spool)
+            if self._inflight_bytes >= self.max_inflight_bytes:
+                window = 0
         for name in self.spool.oldest(max(window, 0), self._inflight_spool):
             try:
                 topic, _key, value, n = self.spool.read(name)

@@ -47,6 +47,7 @@ EXACT_CREATED_AT = 5e11  # below this, float64(seconds) * 1e6 is exact for integ
 SOURCES = frozenset({"probe", "rollout"})
 RUN_STATUSES = frozenset({"completed", "failed", "aborted"})
 STATS_REQUIRED = ("offered", "sampled", "sent", "spooled", "resent", "dropped")
+STATS_OPTIONAL = ("events_lost",)  # collectors since 0.2
 
 _SAMPLE_FIELDS = frozenset({
     "schema_version", "kind", "sample_id", "run_id", "step", "prompt_set", "prompt_id", "prompt",
@@ -310,6 +311,12 @@ def validate_event(r: dict) -> None:
                 raise Invalid(f"stats.{key} must be a non-negative integer, got {value!r}")
             if value > MAX_INT64:
                 raise Invalid(f"stats.{key} must be <= {MAX_INT64}, got {value}")
+        for key in STATS_OPTIONAL:
+            value = stats.get(key)
+            if value is None:
+                continue
+            if type(value) is not int or not 0 <= value <= MAX_INT64:
+                raise Invalid(f"stats.{key} must be an integer in 0..{MAX_INT64}, got {value!r}")
 
 
 _BATCH_FIELDS = frozenset({"schema_version", "kind", "run_id", "records"})

@@ -420,7 +420,7 @@ _PRUNE_TOP = f"""
 #                    (they are cumulative), stats = the body (the last one wins), rank and
 #                    world_size = coalesce(new, ..), first_at = least, last_at = greatest; then
 #                    runs.collector_stats = the sums over the run's collectors (dropped_by_reason
-#                    summed per reason, "collectors": how many), runs.dropped = the sum of
+#                    summed per reason, events_lost, "collectors": how many), runs.dropped = the sum of
 #                    dropped; runs.world_size = coalesce(runs.world_size, world_size)
 # last_step is the one value where order matters across kinds: after the last run_finished that
 # names a step, only checkpoints that come later can raise it; status and finished_at: the later
@@ -530,6 +530,8 @@ _STEP4_STATS = ("""
                            'spooled', least(sum(c.spooled), {_BIG})::BIGINT,
                            'resent', least(sum(c.resent), {_BIG})::BIGINT,
                            'dropped', least(sum(c.dropped), {_BIG})::BIGINT,
+                           'events_lost', least(sum(coalesce(
+                               (c.stats->>'events_lost')::BIGINT, 0)), {_BIG})::BIGINT,
                            'dropped_by_reason', coalesce(any_value(r.by_reason), '{{}}'::JSON),
                            'collectors', count(*)) AS stats
         FROM run_collectors c

@@ -137,7 +137,7 @@ def test_broker_outage_never_slows_training_and_every_spooled_sample_arrives(tmp
 
         train_for(3)
         broker.stop()
-        train_for(10)  # broker down: in-flight messages time out after 5 s, then spool
+        train_for(10)  # broker down: no acknowledgement for 5 s and its port closed: spooled
         spooled_during_outage = col.stats()["spooled"]
         broker.start(timeout=90)
         train_for(4)
@@ -155,6 +155,73 @@ def test_broker_outage_never_slows_training_and_every_spooled_sample_arrives(tmp
         assert query(tmp_path / "view.duckdb", "SELECT status FROM runs") == [("completed",)]
     finally:
         broker.stop()
+
+
+@pytest.mark.kafka
+def test_a_slow_broker_is_not_a_down_broker(tmp_path, topic_prefix):
+    """The broker frozen (SIGSTOP) for 8 s, longer than the old 5 s delivery timeout, answers
+    TCP but acknowledges nothing: the collector waits (bounded bytes in flight), spools and
+    drops nothing, and every sample arrives exactly once."""
+    import os
+    import signal
+
+    from runwatch.transport.broker import Broker, free_port
+
+    broker = Broker(tmp_path / "kafka", port=free_port()).start(timeout=90)
+    budget = 200_000
+    try:
+        col = Collector(run_id="slow-run", bootstrap_servers=broker.bootstrap,
+                        topic_prefix=topic_prefix, spool_dir=tmp_path / "spool",
+                        max_inflight_bytes=budget, batch_max_records=100, close_timeout=60)
+        logged, step, worst, peak_inflight = 0, 0, 0.0, 0
+
+        def log_for(seconds):
+            nonlocal logged, step, worst, peak_inflight
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                step += 1
+                t0 = time.perf_counter()
+                logged += col.log(step, [f"p{i}" for i in range(50)],
+                                  [f"completion {step} {i} " * 8 for i in range(50)], prompt_set="s")
+                worst = max(worst, time.perf_counter() - t0)
+                peak_inflight = max(peak_inflight, col.stats()["inflight_bytes"])
+                time.sleep(0.01)
+
+        log_for(2)
+        os.kill(broker.status().pid, signal.SIGSTOP)
+        try:
+            log_for(8)
+            during = col.stats()
+        finally:
+            os.kill(broker.status().pid, signal.SIGCONT)
+        log_for(2)
+        final = col.close(timeout=90)
+        assert during["queued"] > 0, during  # the queue absorbed what the broker did not take
+        assert not during["broker_down"], during
+        assert worst < 0.05, f"worst log() call took {worst * 1000:.1f} ms"
+        # one message may go past the budget (the check is before a send)
+        assert peak_inflight < budget + 100_000, peak_inflight
+        assert (final["spooled"], final["dropped"], final["events_lost"]) == (0, 0, 0), final
+        assert final["sent"] == logged, final
+        db = tmp_path / "view.duckdb"
+        ingest_until_idle(db, broker.bootstrap, topic_prefix)
+        assert query(db, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(logged, logged)]
+    finally:
+        broker.stop()
+
+
+def test_run_events_that_cannot_be_kept_are_counted_as_lost(tmp_path):
+    """No broker and a spool that holds nothing: every run event is counted, none silently lost."""
+    col = Collector(run_id="lost-events", bootstrap_servers="127.0.0.1:1",
+                    spool_dir=tmp_path / "spool", spool_max_bytes=1, close_timeout=5,
+                    retry_interval=0.2)
+    for step in (10, 20, 30):
+        col.checkpoint(step)
+    final = col.close(timeout=20)
+    # run_started, 3 checkpoints, run_finished, and the collector_stats events
+    assert final["events_lost"] >= 5, final
+    assert final["events_lost_by_reason"] == {"spool_full": final["events_lost"]}, final
+    assert final["spooled"] == 0 and final["dropped"] == 0
 
 
 @pytest.mark.kafka

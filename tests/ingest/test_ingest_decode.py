@@ -264,3 +264,11 @@ def test_event_ranges():
     stats["stats"]["dropped"] = 2**63
     with pytest.raises(Invalid, match="stats.dropped must be <="):
         validate_record(stats)
+    stats["stats"]["dropped"] = 0
+    for good in (0, 7):
+        stats["stats"]["events_lost"] = good
+        validate_record(stats)
+    for bad in (-1, 1.5, "2", True, 2**63):
+        stats["stats"]["events_lost"] = bad
+        with pytest.raises(Invalid, match="stats.events_lost must be an integer"):
+            validate_record(stats)

@@ -235,6 +235,8 @@ class Reference:
                     if isinstance(n, int) and not isinstance(n, bool) and abs(n) < 2**63:
                         by_reason[reason] = by_reason.get(reason, 0) + n
             body = dict(zip(("offered", "sampled", "sent", "spooled", "resent", "dropped"), totals))
+            body["events_lost"] = min(sum(json.loads(row[6]).get("events_lost") or 0 for row in rows),
+                                      2**63 - 1)
             body["dropped_by_reason"] = {k: min(by_reason[k], 2**63 - 1) for k in sorted(by_reason)}
             body["collectors"] = len(rows)
             cur.execute("UPDATE runs SET collector_stats = ?::JSON, dropped = ? WHERE run_id = ?",
@@ -278,6 +280,8 @@ def _event(rng: random.Random, eid: str) -> dict:
             ev["stats"]["dropped_by_reason"] = rng.choice([
                 {}, {"queue_full": rng.randrange(4)}, {"spool_full": 2, "queue_full": 1},
                 {"odd": "x", "spool_full": 1}])
+        if rng.random() < 0.5:  # collectors since 0.2 count lost run events
+            ev["stats"]["events_lost"] = rng.randrange(3)
         if rng.random() < 0.7:  # collectors that name themselves (one per rank and start)
             ev.update(collector_id=rng.choice(["c0", "c1", "c2"]), rank=rng.choice([None, 0, 1]),
                       world_size=rng.choice([None, 2]))
