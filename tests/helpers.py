@@ -30,10 +30,11 @@ def query(db_path, sql, params=None):
         con.close()
 
 
-def produce_raw(bootstrap, topic, values, key=b"raw-run"):
+def produce_raw(bootstrap, topic, values, key=b"raw-run", kafka_options=None):
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=16 * 1024 * 1024,
+                             **(kafka_options or {}))
     try:
         for v in values:
             producer.send(topic, key=key, value=v)

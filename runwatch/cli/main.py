@@ -42,22 +42,28 @@ def cmd_kafka(args) -> int:
         if not password:
             raise ConfigError("--sasl-user needs --sasl-password PW (or env RUNWATCH_KAFKA_SASL_PASSWORD)")
         sasl_users = {args.sasl_user: password}
-    broker = Broker(args.data_dir, port=args.port, sasl_users=sasl_users)
+    broker = Broker(args.data_dir, port=args.port, sasl_users=sasl_users,
+                    tls=True if args.action == "start" and args.tls else None)
     if args.action == "start":
         broker.start(quiet=False)
         print(f"Kafka broker running on {broker.bootstrap} (data: {broker.data_dir}, "
               f"log: {broker.log_file}). Stop it with `runwatch kafka stop`.")
-        users = broker.status().sasl_users
-        if users:
-            print(f"Clients must authenticate: security.protocol=SASL_PLAINTEXT, sasl.mechanism "
-                  f"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, user(s) {', '.join(users)}.")
+        st = broker.status()
+        if st.sasl_users:
+            print(f"Clients must authenticate: security.protocol={st.protocol}, sasl.mechanism "
+                  f"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, user(s) {', '.join(st.sasl_users)}.")
+        if st.tls:
+            print(f"TLS: clients set security.protocol={st.protocol} and trust the broker's CA: "
+                  f"ssl.ca.location={st.ca_file} (env RUNWATCH_KAFKA_SSL_CAFILE).")
     elif args.action == "stop":
         print("Kafka broker stopped." if broker.stop() else "No Kafka broker was running.")
     else:
         st = broker.status()
         if st.running:
-            sasl = f", SASL_PLAINTEXT users {', '.join(st.sasl_users)}" if st.sasl_users else ""
-            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}{sasl}")
+            sasl = f", {st.protocol} users {', '.join(st.sasl_users)}" if st.sasl_users else ""
+            tls = f", {st.protocol} with CA {st.ca_file}" if st.tls and not st.sasl_users else (
+                f", CA {st.ca_file}" if st.tls else "")
+            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}{sasl}{tls}")
         else:
             print(f"stopped (data dir {st.data_dir})")
             return 3
@@ -194,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SCRAM-SHA-512) for this user instead of PLAINTEXT")
     k.add_argument("--sasl-password", metavar="PW", default=None,
                    help="the --sasl-user's password [env RUNWATCH_KAFKA_SASL_PASSWORD]")
+    k.add_argument("--tls", action="store_true",
+                   help="start: the client listener speaks TLS (SSL, or SASL_SSL with --sasl-user) "
+                        "with a CA and broker certificate generated in the data directory")
     k.set_defaults(func=cmd_kafka)
 
     i = sub.add_parser("ingest", help="materialize Kafka into a DuckDB file")

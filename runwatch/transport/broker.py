@@ -21,11 +21,19 @@ the listener's JAAS line; SCRAM credentials are created at format time (``--add-
 a data directory formatted earlier, through the admin API once the broker is up. The broker
 itself talks to its own listener with PLAIN as an internal user whose password is generated and
 kept in the data directory.
+
+With ``tls=True`` the client listener speaks TLS (``SSL``, or ``SASL_SSL`` with ``sasl_users``).
+The launcher makes its own certificate authority with ``openssl`` once per data directory
+(``tls/ca.pem``, the file clients trust: ``ssl.ca.location``) and a broker certificate it signs
+for ``127.0.0.1`` and ``localhost``, kept as a PKCS#12 keystore whose generated password stays in
+the data directory (mode 0600). The broker trusts the same CA for its own inter-broker
+connections.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import secrets
@@ -49,6 +57,7 @@ LOG4J_VERSION = "2.25.5"
 READY_LINE = "Kafka Server started"
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_LISTENER = "SASL_PLAINTEXT"
+CA_FILE = "tls/ca.pem"
 _BROKER_USER = "runwatch-broker"
 # Names and passwords go into a JAAS line and a --add-scram argument: keep them to characters
 # that need no quoting in either.
@@ -191,10 +200,72 @@ class BrokerStatus:
     port: int | None
     data_dir: Path
     sasl_users: tuple[str, ...] = ()
+    tls: bool = False
+
+    @property
+    def protocol(self) -> str:
+        return client_protocol(self.tls, bool(self.sasl_users))
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.data_dir / CA_FILE if self.tls else None
 
     @property
     def bootstrap(self) -> str | None:
         return f"127.0.0.1:{self.port}" if self.port else None
+
+
+def client_protocol(tls: bool, sasl: bool) -> str:
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    return ("SASL_" if sasl else "") + ("SSL" if tls else "PLAINTEXT")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = _require("openssl", "apt-get install -y openssl")
+    proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BrokerError(f"openssl {args[0]} failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
+
+
+def make_tls_material(directory: Path, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> str:
+    """A CA (``ca.pem``) and a broker keystore (``broker.p12``) it signs, in ``directory``, once;
+    returns the keystore password (generated, kept in ``keystore.secret``, mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / "keystore.secret"
+    if (directory / "broker.p12").exists() and (directory / "ca.pem").exists() and secret.exists():
+        return secret.read_text().strip()
+    password = secrets.token_urlsafe(18)
+    san = ",".join(("IP:" if _is_ip(h) else "DNS:") + h for h in hosts)
+    (directory / "broker.ext").write_text(
+        f"subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth\n"
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n")
+    old = os.umask(0o077)  # private keys and the password: owner only
+    try:
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                 "ca.pem", "-days", "3650", "-subj", "/CN=runwatch local Kafka CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out",
+                 "broker.csr", "-subj", f"/CN={hosts[0]}", cwd=directory)
+        _openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", "broker.pem", "-days", "3650", "-sha256",
+                 "-extfile", "broker.ext", cwd=directory)
+        _openssl("pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile",
+                 "ca.pem", "-name", "broker", "-out", "broker.p12", "-passout", f"pass:{password}",
+                 cwd=directory)
+        secret.write_text(password)
+    finally:
+        os.umask(old)
+    os.chmod(directory / "ca.pem", 0o644)
+    return password
 
 
 class Broker:
@@ -202,16 +273,19 @@ class Broker:
 
     ``sasl_users`` (name -> password): serve clients on a ``SASL_PLAINTEXT`` listener with
     PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for these users [None: a ``PLAINTEXT`` listener].
+    ``tls``: the client listener speaks TLS (``SSL`` / ``SASL_SSL``) with a generated CA
+    (:attr:`ca_file`) [False; None: as recorded in the data directory].
     """
 
     def __init__(self, data_dir: str | Path, *, port: int | None = None, extra_config: dict | None = None,
-                 sasl_users: dict[str, str] | None = None):
+                 sasl_users: dict[str, str] | None = None, tls: bool | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.state_file = self.data_dir / "broker.json"
         state = self._read_state()
         self.port = port or state.get("port") or 9092
         self.controller_port = state.get("controller_port")
         self.extra_config = dict(extra_config or {})
+        self.tls = bool(state.get("tls", False) if tls is None else tls)
         self.sasl_users = dict(sasl_users or {})
         for name, password in self.sasl_users.items():
             for what, value in (("user name", name), ("password", password)):
@@ -230,6 +304,27 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def protocol(self) -> str:
+        """The client listener's ``security.protocol``."""
+        return client_protocol(self.tls, bool(self.sasl_users))
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate clients must trust (``ssl.ca.location``); None without TLS."""
+        return self.data_dir / CA_FILE if self.tls else None
+
+    def client_options(self, user: str | None = None, mechanism: str = "PLAIN") -> dict:
+        """kafka-python options for a client of this broker (``user`` one of ``sasl_users``)."""
+        options: dict = {"security_protocol": self.protocol} if self.protocol != "PLAINTEXT" else {}
+        if self.tls:
+            options["ssl_cafile"] = str(self.ca_file)
+        if self.sasl_users:
+            user = user or next(iter(self.sasl_users))
+            options.update(sasl_mechanism=mechanism, sasl_plain_username=user,
+                           sasl_plain_password=self.sasl_users[user])
+        return options
+
+    @property
     def log_file(self) -> Path:
         return self.data_dir / "broker.log"
 
@@ -243,14 +338,15 @@ class Broker:
         # User names only: passwords stay in server.properties (mode 0600).
         self.state_file.write_text(json.dumps(
             {"pid": pid, "port": self.port, "controller_port": self.controller_port,
-             "kafka_version": KAFKA_VERSION, "sasl_users": sorted(self.sasl_users)}))
+             "kafka_version": KAFKA_VERSION, "sasl_users": sorted(self.sasl_users),
+             "tls": self.tls}))
 
     def status(self) -> BrokerStatus:
         state = self._read_state()
         pid = state.get("pid")
         running = bool(pid) and _pid_alive(pid) and port_open(state.get("port", self.port))
         return BrokerStatus(running, pid if running else None, state.get("port"), self.data_dir,
-                            tuple(state.get("sasl_users") or ()))
+                            tuple(state.get("sasl_users") or ()), bool(state.get("tls", False)))
 
     def _broker_password(self) -> str:
         """The internal user's password: generated once per data directory, kept there."""
@@ -268,7 +364,7 @@ class Broker:
         broker_pw = self._broker_password()
         users = {_BROKER_USER: broker_pw, **self.sasl_users}
         plain_users = " ".join(f'user_{n}="{pw}"' for n, pw in users.items())
-        prefix = f"listener.name.{SASL_LISTENER.lower()}"
+        prefix = f"listener.name.{self.protocol.lower()}"
         props = {
             "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
@@ -290,9 +386,10 @@ class Broker:
         from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
 
         admin = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap, security_protocol=SASL_LISTENER,
+            bootstrap_servers=self.bootstrap, security_protocol=self.protocol,
             sasl_mechanism="PLAIN", sasl_plain_username=_BROKER_USER,
             sasl_plain_password=self._broker_password(), client_id="runwatch-broker-setup",
+            **({"ssl_cafile": str(self.ca_file)} if self.tls else {}),
             request_timeout_ms=int(timeout * 1000))
         try:
             # one request per mechanism: a request naming a user twice is rejected as a whole
@@ -308,7 +405,7 @@ class Broker:
 
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
-        client = SASL_LISTENER if self.sasl_users else "PLAINTEXT"
+        client = self.protocol
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -336,6 +433,16 @@ class Broker:
         }
         if self.sasl_users:
             props.update(self._sasl_properties())
+        if self.tls:
+            password = make_tls_material(self.data_dir / "tls")
+            props.update({
+                "ssl.keystore.type": "PKCS12",
+                "ssl.keystore.location": str(self.data_dir / "tls" / "broker.p12"),
+                "ssl.keystore.password": password,
+                "ssl.key.password": password,
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.data_dir / CA_FILE),
+            })
         props.update(self.extra_config)
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
