@@ -1,7 +1,7 @@
 """The whole fault suite: ``python -m bench.faults [--quick]``, one summary table at the end.
 
-Runs ``kill_monitor``, ``broker_outage``, ``fuzz`` and ``spool_disk`` one after another (each
-starts and stops its own broker), then prints one row per fault and writes
+Runs ``kill_monitor``, ``broker_outage``, ``fuzz``, ``spool_disk``, ``overload`` and
+``cluster_kill`` one after another (each starts and stops its own broker or 3-node cluster), then prints one row per fault and writes
 ``bench/out/faults_summary.json``. Exit code 1 when any check failed. ``--quick`` uses the
 development sizes (20k samples and 3 kills, 10 s outages, 1,000 fuzzed messages).
 """
@@ -13,13 +13,15 @@ import sys
 import traceback
 
 from bench.common import print_table, save_json
-from bench.faults import broker_outage, fuzz, kill_monitor, spool_disk
+from bench.faults import broker_outage, cluster_kill, fuzz, kill_monitor, overload, spool_disk
 
 QUICK = {
     "kill_monitor": ["--samples", "20000", "--kills", "3"],
     "broker_outage": ["--outage-s", "10"],
     "fuzz": ["--messages", "1000", "--huge", "2"],
     "spool_disk": ["--outage-s", "10"],
+    "overload": ["--freezes", "1"],
+    "cluster_kill": ["--after-s", "15"],
 }
 
 
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=None, help="comma-separated subset")
     args = p.parse_args(argv)
     scripts = {"kill_monitor": kill_monitor, "broker_outage": broker_outage, "fuzz": fuzz,
-               "spool_disk": spool_disk}
+               "spool_disk": spool_disk, "overload": overload, "cluster_kill": cluster_kill}
     chosen = args.only.split(",") if args.only else list(scripts)
     rows, results = [], {}
     for name in chosen:

@@ -60,6 +60,30 @@ def own_broker(directory: Path):
             broker.kill()
 
 
+@contextlib.contextmanager
+def own_cluster(directory: Path, brokers: int = 3):
+    """A local N-node cluster of this script only; always stopped."""
+    from runwatch.transport.broker import port_open
+    from runwatch.transport.cluster import Cluster
+    import random
+
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20000, 60000)
+        if not any(port_open(p) for p in range(base, base + brokers)):
+            break
+    cluster = Cluster(directory / "kafka-cluster", brokers=brokers, port=base)
+    try:
+        cluster.start(timeout=180)
+        yield cluster
+    finally:
+        try:
+            cluster.stop(timeout=30)
+        except Exception:
+            for node in cluster.nodes:
+                node.kill()
+
+
 def topic_prefix(name: str) -> str:
     return f"f{name}{uuid.uuid4().hex[:8]}"
 

@@ -46,6 +46,7 @@ def main() -> None:
             run_id=c["run_id"], bootstrap_servers=cfg["bootstrap"], topic_prefix=cfg["prefix"],
             scorers=[KeywordScorer({"insult": [r"\bidiot\b"]})], spool_dir=c["spool_dir"],
             spool_max_bytes=c.get("spool_max_bytes", 256 * 1024 * 1024),
+            max_queue_samples=c.get("max_queue_samples", 100_000),
             retry_interval=cfg.get("retry_interval", 0.5), stats_interval=cfg.get("stats_interval", 5),
             close_timeout=cfg.get("close_timeout", 120), seed=cfg.get("seed", 0),
             config={"fault": cfg.get("fault"), "spool_max_bytes": c.get("spool_max_bytes")}))
@@ -75,6 +76,7 @@ def main() -> None:
 
     per_phase: dict[str, dict] = {}
     worst_log = 0.0
+    worst_log_cpu = 0.0  # this thread's CPU time in log(): wall minus waiting for a core or the GIL
     step = 0
     kept = [0] * len(cols)
     peak = [{"spool_bytes": 0, "spool_messages": 0, "disk_files": 0, "disk_bytes": 0} for _ in cols]
@@ -90,21 +92,24 @@ def main() -> None:
         step += 1
         prompts = [f"prompt {i}" for i in range(n)]
         completions = [f"you idiot {step}" if i == 0 else f"step {step} output {i} fine" for i in range(n)]
-        spent_log = 0.0
+        spent_log = spent_cpu = 0.0
         for k, col in enumerate(cols):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             kept[k] += col.log(step, prompts, completions, prompt_set="rollouts", source="rollout",
                                rewards=[float(loss)] * n)
             spent_log += time.perf_counter() - t0
+            spent_cpu += time.thread_time() - c0
         took = time.perf_counter() - t_step
         ph = per_phase.setdefault(phase[0], {"steps": 0, "log_ms_max": 0.0, "log_ms_sum": 0.0,
                                              "step_ms_max": 0.0, "step_ms_sum": 0.0})
         ph["steps"] += 1
         ph["log_ms_max"] = max(ph["log_ms_max"], spent_log * 1000)
+        ph["log_cpu_ms_max"] = max(ph.get("log_cpu_ms_max", 0.0), spent_cpu * 1000)
         ph["log_ms_sum"] += spent_log * 1000
         ph["step_ms_max"] = max(ph["step_ms_max"], took * 1000)
         ph["step_ms_sum"] += took * 1000
         worst_log = max(worst_log, spent_log)
+        worst_log_cpu = max(worst_log_cpu, spent_cpu)
         now = time.monotonic()
         if now - last_tick >= 0.5:
             last_tick = now
@@ -117,7 +122,8 @@ def main() -> None:
                     peak[k][key] = max(peak[k][key], v)
                 stats.append({k2: s[k2] for k2 in ("sampled", "sent", "spooled", "resent", "dropped",
                                                     "dropped_by_reason", "spool_messages", "spool_bytes",
-                                                    "broker_down", "queued")} | {"disk_files": files})
+                                                    "broker_down", "queued", "events_lost",
+                                                    "inflight_bytes")} | {"disk_files": files})
             emit({"event": "tick", "phase": phase[0], "step": step, "stats": stats})
         rest = step_s - (time.perf_counter() - t_step)
         if rest > 0:
@@ -131,7 +137,8 @@ def main() -> None:
     for ph in per_phase.values():
         ph["log_ms_mean"] = ph.pop("log_ms_sum") / max(1, ph["steps"])
         ph["step_ms_mean"] = ph.pop("step_ms_sum") / max(1, ph["steps"])
-    emit({"event": "final", "steps": step, "worst_log_ms": worst_log * 1000, "phases": per_phase,
+    emit({"event": "final", "steps": step, "worst_log_ms": worst_log * 1000,
+          "worst_log_cpu_ms": worst_log_cpu * 1000, "phases": per_phase,
           "collectors": finals})
 
 

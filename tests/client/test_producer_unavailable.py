@@ -141,7 +141,8 @@ def test_an_unknown_codec_spools_everything_and_a_fixed_restart_delivers(tmp_pat
             col.log(step, ["p"] * 10, [f"c {step} {i}" for i in range(10)], prompt_set="s")
         time.sleep(0.5)
         final = col.close(timeout=10)
-    assert [w.category for w in caught] == [CollectorWarning]
+    # (a ResourceWarning for a socket some other client left to the garbage collector may land here)
+    assert [w.category for w in caught if not issubclass(w.category, ResourceWarning)] == [CollectorWarning]
     assert (final["sampled"], final["sent"], final["spooled"], final["dropped"]) == (50, 0, 50, 0)
 
     delivered = _deliver("codec-run", bootstrap, topic_prefix, spool)
