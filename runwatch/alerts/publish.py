@@ -26,7 +26,8 @@ def encode(record: dict) -> bytes:
 
 
 def record_key(record: dict) -> bytes:
-    return (record.get("alert_id") or record.get("sample_id") or "").encode("utf-8")
+    return (record.get("alert_id") or record.get("sample_id") or record.get("request_id")
+            or "").encode("utf-8")
 
 
 class ReviewPublisher:

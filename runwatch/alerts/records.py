@@ -13,6 +13,19 @@ Wire form (one JSON object per Kafka message, key = alert id or sample id)::
      "category": "injury", "label": "bad", "actor": "alice", "ts": 1700000000.0,
      "alert_id": null, "note": null}
 
+A third kind asks a running ``runwatch serve`` to do something to its view and carries the
+answer back (``runwatch dead-letters replay`` on a file the service holds)::
+
+    {"schema_version": 1, "kind": "control", "event_id": "...", "action": "replay_dead_letters",
+     "request_id": "...", "target": "runwatch-view-<db stem>", "actor": "alice",
+     "ts": 1700000000.0, "body": {"reason": "", "since": "", "dry_run": false}}
+    {"schema_version": 1, "kind": "control", "event_id": "...", "action": "replay_done",
+     "request_id": "...", "target": "...", "actor": "runwatch-serve", "ts": ..., "body": {
+     "tried": 3, "replayed": 2, "samples": 40, "events": 0, "still_invalid": {...}}}
+
+Controls change no alert and are not stored; a service acts on requests whose ``target`` is its
+own view (:func:`runwatch.store.db.view_group_id`).
+
 ``validate`` raises :class:`runwatch.ingest.decode.Invalid` with a reason a person can act on; the
 materializer dead-letters such messages like any other malformed record.
 """
@@ -37,6 +50,9 @@ MAX_BODY_BYTES = 1024 * 1024
 
 _ALERT_FIELDS = frozenset({"schema_version", "kind", "event_id", "alert_id", "action", "actor",
                            "ts", "body"})
+CONTROL_ACTIONS = ("replay_dead_letters", "replay_done")
+_CONTROL_FIELDS = frozenset({"schema_version", "kind", "event_id", "action", "request_id", "target",
+                             "actor", "ts", "body"})
 _LABEL_FIELDS = frozenset({"schema_version", "kind", "event_id", "sample_id", "category", "label",
                            "actor", "ts", "alert_id", "note"})
 
@@ -116,9 +132,25 @@ def validate(record) -> str:
         _ts(record.get("ts"))
         _str(record, "alert_id", optional=True)
         _str(record, "note", MAX_COMMENT, optional=True)
+    elif kind == "control":
+        _unknown(record, _CONTROL_FIELDS)
+        for f in ("event_id", "request_id", "target", "actor"):
+            _str(record, f)
+        _one(record, "action", CONTROL_ACTIONS)
+        _ts(record.get("ts"))
+        body = record.get("body", {})
+        if not isinstance(body, dict) or len(json.dumps(body)) > MAX_BODY_BYTES:
+            raise Invalid("field 'body' must be an object (at most 1 MiB)")
     else:
-        raise Invalid(f"field 'kind' must be 'alert_event' or 'label' on the alerts topic, got {kind!r}")
+        raise Invalid("field 'kind' must be 'alert_event', 'label' or 'control' on the alerts "
+                      f"topic, got {kind!r}")
     return kind
+
+
+def control_event(action: str, request_id: str, target: str, actor: str, body: dict) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "kind": "control", "event_id": new_id(),
+            "action": action, "request_id": request_id, "target": target, "actor": actor,
+            "ts": time.time(), "body": body}
 
 
 def _body(action: str, actor: str, body: dict) -> None:

@@ -32,6 +32,7 @@ def _env(name: str, default=None):
 # --------------------------------------------------------------------------- kafka
 def cmd_kafka(args) -> int:
     from runwatch.transport.broker import Broker, fetch_jars
+    from runwatch.transport.cluster import Cluster, is_cluster
 
     if args.action == "fetch":
         print(f"Kafka jars ready in {fetch_jars()}")
@@ -42,30 +43,55 @@ def cmd_kafka(args) -> int:
         if not password:
             raise ConfigError("--sasl-user needs --sasl-password PW (or env RUNWATCH_KAFKA_SASL_PASSWORD)")
         sasl_users = {args.sasl_user: password}
-    broker = Broker(args.data_dir, port=args.port, sasl_users=sasl_users,
-                    tls=True if args.action == "start" and args.tls else None)
+    tls = True if args.action == "start" and args.tls else None
+    brokers = args.brokers if args.action == "start" else None
+    if brokers is not None and brokers < 1:
+        raise ConfigError("--brokers must be at least 1")
+    if (brokers or 1) > 1 or is_cluster(args.data_dir):
+        cluster = Cluster(args.data_dir, brokers=brokers, port=args.port, sasl_users=sasl_users, tls=tls)
+        nodes, bootstrap = cluster.nodes, cluster.bootstrap
+        what = f"{cluster.size}-node Kafka cluster"
+        start = cluster.start
+        stop = cluster.stop
+    else:
+        broker = Broker(args.data_dir, port=args.port, sasl_users=sasl_users, tls=tls)
+        nodes, what, start, stop = [broker], "Kafka broker", broker.start, broker.stop
+        bootstrap = None
     if args.action == "start":
-        broker.start(quiet=False)
-        print(f"Kafka broker running on {broker.bootstrap} (data: {broker.data_dir}, "
-              f"log: {broker.log_file}). Stop it with `runwatch kafka stop`.")
-        st = broker.status()
+        start(quiet=False)
+        first = nodes[0]
+        bootstrap = bootstrap or first.bootstrap
+        log = first.log_file if len(nodes) == 1 else f"{first.data_dir.parent}/node-*/broker.log"
+        print(f"{what} running on {bootstrap} (data: {first.data_dir if len(nodes) == 1 else first.data_dir.parent}, "
+              f"log: {log}). Stop it with `runwatch kafka stop`.")
+        st = first.status()
         if st.sasl_users:
             print(f"Clients must authenticate: security.protocol={st.protocol}, sasl.mechanism "
                   f"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, user(s) {', '.join(st.sasl_users)}.")
         if st.tls:
             print(f"TLS: clients set security.protocol={st.protocol} and trust the broker's CA: "
-                  f"ssl.ca.location={st.ca_file} (env RUNWATCH_KAFKA_SSL_CAFILE).")
+                  f"ssl.ca.location={first.ca_file} (env RUNWATCH_KAFKA_SSL_CAFILE).")
+        if len(nodes) > 1:
+            print(f"Topics the monitor creates are replicated to {min(3, len(nodes))} nodes"
+                  + (" with min.insync.replicas=2." if len(nodes) >= 3 else "."))
     elif args.action == "stop":
-        print("Kafka broker stopped." if broker.stop() else "No Kafka broker was running.")
+        print(f"{what} stopped." if stop() else f"No {what} was running.")
     else:
-        st = broker.status()
-        if st.running:
-            sasl = f", {st.protocol} users {', '.join(st.sasl_users)}" if st.sasl_users else ""
-            tls = f", {st.protocol} with CA {st.ca_file}" if st.tls and not st.sasl_users else (
-                f", CA {st.ca_file}" if st.tls else "")
-            print(f"running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}{sasl}{tls}")
-        else:
-            print(f"stopped (data dir {st.data_dir})")
+        statuses = [n.status() for n in nodes]
+        for node, st in zip(nodes, statuses):
+            name = f"node {node.node.node_id}: " if node.node else ""
+            if st.running:
+                sasl = f", {st.protocol} users {', '.join(st.sasl_users)}" if st.sasl_users else ""
+                tls_note = f", {st.protocol} with CA {node.ca_file}" if st.tls and not st.sasl_users else (
+                    f", CA {node.ca_file}" if st.tls else "")
+                print(f"{name}running: pid {st.pid}, bootstrap {st.bootstrap}, data {st.data_dir}"
+                      f"{sasl}{tls_note}")
+            else:
+                print(f"{name}stopped (data dir {st.data_dir})")
+        if len(nodes) > 1:
+            up = sum(st.running for st in statuses)
+            print(f"{up} of {len(nodes)} nodes running; bootstrap {bootstrap}")
+        if not all(st.running for st in statuses):
             return 3
     return 0
 
@@ -76,7 +102,8 @@ def _materializer(args, store):
     from runwatch.ingest.materializer import Materializer
 
     return Materializer(store, bootstrap_servers=args.bootstrap, topic_prefix=args.topic_prefix,
-                        group_id=view_group_id(args.db), kafka_options=_kafka_options(args))
+                        group_id=view_group_id(args.db), kafka_options=_kafka_options(args),
+                        topic_retention_ms=args.topic_retention_ms)
 
 
 def _kafka_options(args) -> dict:
@@ -131,7 +158,8 @@ def cmd_serve(args) -> int:
                       headless=args.headless, port=args.port, address=args.address,
                       detect=not args.no_detect, auth=auth, detector=detector,
                       webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None,
-                      kafka_options=_kafka_options(args), max_run_rate=args.max_run_rate)
+                      kafka_options=_kafka_options(args), max_run_rate=args.max_run_rate,
+                      topic_retention_ms=args.topic_retention_ms)
     return service.run()
 
 
@@ -189,8 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                             default=int(_env("RUNWATCH_MAX_RUN_RATE", "0")) or None,
                             help="at most N samples per run and second of created_at; the rest "
                                  "go to dead_letters [env RUNWATCH_MAX_RUN_RATE, default no limit]")
+            sp.add_argument("--topic-retention-ms", type=int, metavar="MS",
+                            default=int(_env("RUNWATCH_TOPIC_RETENTION_MS", "-1")),
+                            help="retention.ms of the topics this command creates (replicated "
+                                 "min(3, brokers)); existing topics that keep less get a warning "
+                                 "[env RUNWATCH_TOPIC_RETENTION_MS, default -1: forever]")
 
-    k = sub.add_parser("kafka", help="run a local single-node Kafka broker")
+    k = sub.add_parser("kafka", help="run a local Kafka broker (or a local cluster)")
     k.add_argument("action", choices=["start", "stop", "status", "fetch"])
     k.add_argument("--port", type=int, default=None, help="client port (default: last used, else 9092)")
     k.add_argument("--data-dir", default=_env("RUNWATCH_KAFKA_DIR", str(DEFAULT_KAFKA_DIR)),
@@ -200,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SCRAM-SHA-512) for this user instead of PLAINTEXT")
     k.add_argument("--sasl-password", metavar="PW", default=None,
                    help="the --sasl-user's password [env RUNWATCH_KAFKA_SASL_PASSWORD]")
+    k.add_argument("--brokers", type=int, default=1, metavar="N",
+                   help="start: N KRaft nodes on client ports PORT..PORT+N-1 (a local cluster; "
+                        "stop/status find it by its data directory) [1]")
     k.add_argument("--tls", action="store_true",
                    help="start: the client listener speaks TLS (SSL, or SASL_SSL with --sasl-user) "
                         "with a CA and broker certificate generated in the data directory")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,45 @@ class MaterializerStats:
     started: float = field(default_factory=time.monotonic)
 
 
+def topic_configs(replicas: int, retention_ms: int = -1) -> dict[str, str]:
+    """Settings of a topic the monitor creates."""
+    configs = {"retention.ms": str(retention_ms), "retention.bytes": "-1"}
+    if replicas >= 3:
+        configs["min.insync.replicas"] = "2"
+    return configs
+
+
+def retention_problems(topic: str, values: dict, wanted_ms: int, bootstrap) -> list[str]:
+    """What in an existing topic's settings deletes data a rebuilt view would need."""
+    problems = []
+    fix = (f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+           f"--entity-name {topic} --add-config")
+    try:
+        ms = int(values.get("retention.ms") or -1)
+    except ValueError:
+        ms = -1
+    if ms >= 0 and (wanted_ms < 0 or ms < wanted_ms):
+        days = ms / 86_400_000
+        problems.append(
+            f"topic {topic} keeps messages only retention.ms={ms} ({days:.1f} days): Kafka is "
+            f"the record this view is rebuilt from, and a rebuild after that misses what was "
+            f"deleted; keep them: {fix} retention.ms={wanted_ms}")
+    try:
+        size = int(values.get("retention.bytes") or -1)
+    except ValueError:
+        size = -1
+    if size >= 0:
+        problems.append(
+            f"topic {topic} deletes its oldest messages beyond retention.bytes={size} per "
+            f"partition: a rebuilt view misses them; {fix} retention.bytes=-1")
+    if "compact" in (values.get("cleanup.policy") or ""):
+        problems.append(
+            f"topic {topic} has cleanup.policy={values['cleanup.policy']}: compaction keeps one "
+            f"message per key (a run's messages share a key), so a rebuilt view loses most of a "
+            f"run; {fix} cleanup.policy=delete")
+    return problems
+
+
 class Materializer:
     def __init__(
         self,
@@ -75,6 +115,9 @@ class Materializer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         create_topics: bool = True,
         partitions: int = 1,
+        topic_retention_ms: int = -1,
+        warn=None,
+        on_control=None,
     ):
         self.store = store
         self.bootstrap_servers = bootstrap_servers
@@ -92,6 +135,13 @@ class Materializer:
         self.max_message_bytes = max_message_bytes
         self.create_topics = create_topics
         self.partitions = partitions
+        self.topic_retention_ms = int(topic_retention_ms)
+        # control records of the alerts topic (requests to a running service), called on the
+        # writer thread after the batch that carried them is committed; None: ignored
+        self.on_control = on_control
+        self.warnings: list[str] = []
+        self._warn = warn or (lambda message: print(f"runwatch: warning: {message}",
+                                                    file=sys.stderr, flush=True))
         self.stats = MaterializerStats()
         self.last_error: str | None = None
         self.broker_reachable = False
@@ -106,12 +156,14 @@ class Materializer:
         self._positions: dict = {}  # next offsets of the last applied batch
         self._writer: _Writer | None = None
         self._committed_group: dict = {}
+        self._checked_topics: set[str] = set()
 
     # ------------------------------------------------------------------ status for the UI
     def status(self) -> dict:
         return {"bootstrap": self.bootstrap_servers, "broker_reachable": self.broker_reachable,
                 "last_error": self.last_error, "lag": self.lag, "topics": list(self.topics),
-                "samples": self.stats.samples, "dead_letters": self.stats.dead_letters}
+                "samples": self.stats.samples, "dead_letters": self.stats.dead_letters,
+                "warnings": list(self.warnings)}
 
     # ------------------------------------------------------------------ kafka plumbing
     def _connect(self) -> None:
@@ -140,7 +192,11 @@ class Materializer:
         self.broker_reachable = True
 
     def _ensure_topics(self) -> None:
-        from kafka.admin import KafkaAdminClient, NewTopic
+        """Create the topics this monitor reads, replicated (factor min(3, brokers);
+        ``min.insync.replicas`` 2 with 3 replicas) and with an explicit retention (forever by
+        default: Kafka is the system of record a view is rebuilt from); warn once about an
+        existing topic whose settings would delete data the view may need."""
+        from kafka.admin import KafkaAdminClient
         from kafka.errors import TopicAlreadyExistsError
 
         admin_options = {k: v for k, v in self.kafka_options.items()
@@ -150,14 +206,44 @@ class Materializer:
                                  client_id="runwatch-admin", **admin_options)
         try:
             existing = set(admin.list_topics())
-            missing = [NewTopic(name, self.partitions, 1) for name in self.topics if name not in existing]
+            replicas = min(3, len(admin.describe_cluster().get("brokers") or [None]))
+            missing = {name: {"num_partitions": self.partitions, "replication_factor": replicas,
+                              "configs": topic_configs(replicas, self.topic_retention_ms)}
+                       for name in self.topics if name not in existing}
             if missing:
                 try:
                     admin.create_topics(missing)
                 except TopicAlreadyExistsError:
                     pass
+            self._check_topic_settings(admin, [t for t in self.topics if t in existing])
         finally:
             admin.close()
+
+    def _check_topic_settings(self, admin, names: list[str]) -> None:
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        names = [n for n in names if n not in self._checked_topics]
+        if not names:
+            return
+        keys = {"retention.ms": None, "retention.bytes": None, "cleanup.policy": None}
+        try:
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n, dict(keys)) for n in names],
+                config_filter="all").get("topic", {})
+        except Exception as exc:  # a broker that refuses DescribeConfigs: say so, go on
+            self._warn_once(f"could not read the settings of {', '.join(names)}: {exc}")
+            return
+        for name in names:
+            self._checked_topics.add(name)
+            values = {k: (v or {}).get("value") for k, v in (described.get(name) or {}).items()}
+            for problem in retention_problems(name, values, self.topic_retention_ms,
+                                              self.bootstrap_servers):
+                self._warn_once(problem)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self._warn(message)
 
     def _refresh_assignment(self) -> None:
         from kafka import TopicPartition
@@ -226,6 +312,12 @@ class Materializer:
         s.events += result.inserted_events
         s.dead_letters += result.dead_letters
         s.batches += 1
+        for control in batch.controls if self.on_control else ():
+            try:
+                self.on_control(control)
+            except Exception as exc:  # a request must never stop the materializer
+                log.error("control %s %s failed: %r", control.get("action"),
+                          control.get("request_id"), exc)
 
     def _commit_group(self) -> None:
         """Consumer thread (kafka-python is not thread-safe): report applied positions."""

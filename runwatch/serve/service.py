@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from runwatch.alerts.monitor import DetectorConfig, Monitor
 from runwatch.alerts.publish import ReviewPublisher
@@ -22,6 +23,7 @@ from runwatch.ingest.materializer import Materializer
 from runwatch.store.store import Store
 
 log = logging.getLogger("runwatch.serve.service")
+CONTROL_MAX_AGE_S = 600  # requests older than this are not acted on (a rebuilt view reads them again)
 
 
 class Service:
@@ -29,7 +31,8 @@ class Service:
                  headless: bool = False, port: int = 8501, address: str = "127.0.0.1",
                  kafka_options: dict | None = None, detect: bool = True,
                  detector: DetectorConfig | None = None, webhook_url: str | None = None,
-                 dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None):
+                 dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None,
+                 topic_retention_ms: int = -1):
         self.db = db
         self.headless = headless
         self.port = port
@@ -38,7 +41,9 @@ class Service:
         self.store = Store(db, max_run_rate=max_run_rate)
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
-                                         group_id=view_group_id(db))
+                                         group_id=view_group_id(db),
+                                         topic_retention_ms=topic_retention_ms,
+                                         on_control=self._control)
         self.publisher = ReviewPublisher(bootstrap, topic_prefix=topic_prefix,
                                          kafka_options=kafka_options)
         self.dashboard_url = dashboard_url or f"http://{address}:{port}"
@@ -96,6 +101,27 @@ class Service:
 
     def _stop(self, *_):
         self.stop_event.set()
+
+    def _control(self, record: dict) -> None:
+        """Writer thread, after the batch that carried it is committed: a request addressed to
+        this view (``runwatch dead-letters replay`` on the file this service holds)."""
+        if (record.get("action") != "replay_dead_letters"
+                or record.get("target") != view_group_id(self.db)
+                or time.time() - float(record.get("ts") or 0) > CONTROL_MAX_AGE_S):
+            return  # someone else's, an answer, or an old request read again by a rebuild
+        from dataclasses import asdict
+
+        from runwatch.alerts.records import control_event
+        from runwatch.ingest.replay import replay
+
+        body = record.get("body") or {}
+        result = replay(self.store, reason=str(body.get("reason") or ""),
+                        since=str(body.get("since") or ""), dry_run=bool(body.get("dry_run")))
+        print(f"runwatch serve: {'dry run: ' if body.get('dry_run') else ''}replayed "
+              f"{result.replayed} of {result.tried} dead letters for {record.get('actor')} "
+              f"(request {record.get('request_id')})", flush=True)
+        self.publisher.publish(control_event("replay_done", record["request_id"], record["target"],
+                                             "runwatch-serve", asdict(result)))
 
     def run(self) -> int:
         self.worker.start()

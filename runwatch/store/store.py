@@ -62,6 +62,7 @@ class Batch:
     events: list[tuple[dict, str, int, int]] = field(default_factory=list)  # (record, topic, partition, offset)
     dead: list[tuple[DeadLetter, str, int, int]] = field(default_factory=list)
     reviews: list[tuple[dict, str | None, int | None, int | None]] = field(default_factory=list)  # alerts topic
+    controls: list[dict] = field(default_factory=list)  # alerts topic: requests to the service (not stored)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
     data_messages: int = 0  # of the samples and runs topics (not the alerts topic)
@@ -96,7 +97,10 @@ class Batch:
     def add_reviews(self, topic: str, partition: int, offset: int, records, dead) -> None:
         """One decoded message of the alerts topic (alert events and labels)."""
         for r in records:
-            self.reviews.append((r, topic, partition, offset))
+            if r.get("kind") == "control":
+                self.controls.append(r)
+            else:
+                self.reviews.append((r, topic, partition, offset))
         for d in dead:
             self.dead.append((d, topic, partition, offset))
         self.next_offsets[(topic, partition)] = offset + 1

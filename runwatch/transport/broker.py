@@ -48,9 +48,13 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwatch.resources import cache_root
 from runwatch.errors import BrokerError, MissingToolError
+
+if TYPE_CHECKING:
+    from runwatch.transport.cluster import ClusterNode
 
 KAFKA_VERSION = "4.3.1"
 LOG4J_VERSION = "2.25.5"
@@ -92,6 +96,10 @@ _JVM_FLAGS = [
     "-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
     "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
 ]
+
+
+# three JVMs on a small machine: smaller heaps
+_CLUSTER_JVM_FLAGS = ["-Xms192m", "-Xmx384m", *_JVM_FLAGS[2:]]
 
 
 def cache_dir() -> Path:
@@ -278,13 +286,19 @@ class Broker:
     """
 
     def __init__(self, data_dir: str | Path, *, port: int | None = None, extra_config: dict | None = None,
-                 sasl_users: dict[str, str] | None = None, tls: bool | None = None):
+                 sasl_users: dict[str, str] | None = None, tls: bool | None = None,
+                 node: "ClusterNode | None" = None):
         self.data_dir = Path(data_dir).resolve()
         self.state_file = self.data_dir / "broker.json"
         state = self._read_state()
         self.port = port or state.get("port") or 9092
         self.controller_port = state.get("controller_port")
         self.extra_config = dict(extra_config or {})
+        # A node of a local cluster (runwatch.transport.cluster): its id, the static controller
+        # quorum, the cluster id, and the folder shared by all nodes (TLS material, the internal
+        # SASL user's password). None: a single node (--standalone).
+        self.node = node
+        self.shared_dir = Path(node.shared_dir) if node else self.data_dir
         self.tls = bool(state.get("tls", False) if tls is None else tls)
         self.sasl_users = dict(sasl_users or {})
         for name, password in self.sasl_users.items():
@@ -311,7 +325,7 @@ class Broker:
     @property
     def ca_file(self) -> Path | None:
         """The CA certificate clients must trust (``ssl.ca.location``); None without TLS."""
-        return self.data_dir / CA_FILE if self.tls else None
+        return self.shared_dir / CA_FILE if self.tls else None
 
     def client_options(self, user: str | None = None, mechanism: str = "PLAIN") -> dict:
         """kafka-python options for a client of this broker (``user`` one of ``sasl_users``)."""
@@ -350,7 +364,7 @@ class Broker:
 
     def _broker_password(self) -> str:
         """The internal user's password: generated once per data directory, kept there."""
-        path = self.data_dir / "broker-sasl.secret"
+        path = self.shared_dir / "broker-sasl.secret"
         try:
             return path.read_text().strip()
         except OSError:
@@ -406,10 +420,15 @@ class Broker:
     def _server_properties(self) -> str:
         p, c = self.port, self.controller_port
         client = self.protocol
+        replicas = len(self.node.voters) if self.node else 1
+        quorum = ({"controller.quorum.voters": ",".join(
+                      f"{i}@127.0.0.1:{port}" for i, port in self.node.voters)} if self.node
+                  else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{c}"})
+        min_isr = str(min(2, replicas))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{c}",
+            "node.id": str(self.node.node_id if self.node else 1),
+            **quorum,
             "listeners": f"{client}://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
             "advertised.listeners": f"{client}://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
             "controller.listener.names": "CONTROLLER",
@@ -417,31 +436,38 @@ class Broker:
             "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
             "log.dirs": str(self.data_dir / "kraft"),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(replicas),
             "offsets.topic.num.partitions": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(replicas),
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "default.replication.factor": str(replicas),
+            "min.insync.replicas": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "log.cleaner.dedupe.buffer.size": "8388608",
             "message.max.bytes": str(8 * 1024 * 1024),
             "auto.create.topics.enable": "true",
+            # keep every message (Kafka is the record views are rebuilt from); a lab's cluster
+            # usually keeps 7 days, which `ingest`/`serve` warn about
+            "log.retention.ms": "-1",
         }
         if self.sasl_users:
             props.update(self._sasl_properties())
+        if self.node:  # loopback: notice a dead node in seconds, not the default 9 s
+            props.update({"broker.session.timeout.ms": "4000", "broker.heartbeat.interval.ms": "500"})
         if self.tls:
-            password = make_tls_material(self.data_dir / "tls")
+            password = make_tls_material(self.shared_dir / "tls")
             props.update({
                 "ssl.keystore.type": "PKCS12",
-                "ssl.keystore.location": str(self.data_dir / "tls" / "broker.p12"),
+                "ssl.keystore.location": str(self.shared_dir / "tls" / "broker.p12"),
                 "ssl.keystore.password": password,
                 "ssl.key.password": password,
                 "ssl.truststore.type": "PEM",
-                "ssl.truststore.location": str(self.data_dir / CA_FILE),
+                "ssl.truststore.location": str(self.shared_dir / CA_FILE),
             })
         props.update(self.extra_config)
         return "".join(f"{k}={v}\n" for k, v in props.items())
@@ -452,10 +478,16 @@ class Broker:
                 "-cp", str(lib_dir() / "*"), *args]
 
     def start(self, *, timeout: float = 60.0, quiet: bool = True) -> "Broker":
+        if self.launch(quiet=quiet):
+            self.wait_ready(timeout=timeout)
+        return self
+
+    def launch(self, *, quiet: bool = True) -> bool:
+        """Format (once) and start the process; False if it was already running."""
         current = self.status()
         if current.running:
             self.port = current.port
-            return self
+            return False
         fetch_jars(quiet=quiet)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if port_open(self.port):
@@ -463,19 +495,24 @@ class Broker:
                 f"port {self.port} on 127.0.0.1 is already in use; pass --port N "
                 f"(or stop what listens there)")
         formatted = (self.data_dir / "kraft" / "meta.properties").exists()
+        if self.node:
+            self.controller_port = dict(self.node.voters)[self.node.node_id]
         if not formatted or not self.controller_port:
-            self.controller_port = free_port()
+            self.controller_port = self.controller_port if self.node else free_port()
             shutil.rmtree(self.data_dir / "kraft", ignore_errors=True)
             formatted = False
+        self._formatted_before = formatted
         config = self.data_dir / "server.properties"
         config.touch(mode=0o600)  # may hold SASL passwords
         os.chmod(config, 0o600)
         config.write_text(self._server_properties())
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
         if not formatted:
+            how = [] if self.node else ["--standalone"]
+            cluster_id = self.node.cluster_id if self.node else _cluster_id()
             proc = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "--standalone",
-                           "-t", _cluster_id(), "-c", str(config), *self._scram_args(),
+                self._java("kafka.tools.StorageTool", "format", *how,
+                           "-t", cluster_id, "-c", str(config), *self._scram_args(),
                            jvm=["-Xmx256m"]),
                 capture_output=True, text=True)
             if proc.returncode != 0:
@@ -484,11 +521,17 @@ class Broker:
         log = open(self.log_file, "ab")
         start_offset = self.log_file.stat().st_size
         self._proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(config), jvm=_JVM_FLAGS),
+            self._java("kafka.Kafka", str(config), jvm=_CLUSTER_JVM_FLAGS if self.node else _JVM_FLAGS),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=self.data_dir)
         log.close()
         self._write_state(self._proc.pid)
+        self._start_offset = start_offset
+        return True
+
+    def wait_ready(self, *, timeout: float = 60.0) -> "Broker":
+        """Wait until the launched process says it started and its client port accepts."""
+        start_offset, formatted = self._start_offset, self._formatted_before
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

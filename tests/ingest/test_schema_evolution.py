@@ -114,3 +114,58 @@ def test_replay_brings_back_what_this_version_reads_exactly_once(bootstrap, topi
     listed = _runwatch("dead-letters", "list", "--db", str(db_path))
     assert listed.stdout.count("\n") == 5 and "None" not in listed.stdout
     assert all(line.split("\t")[6] for line in listed.stdout.splitlines()[1:]), listed.stdout
+
+
+def test_replay_on_a_file_a_running_serve_holds_goes_through_the_service(
+        bootstrap, topic_prefix, db_path):
+    """No second writer: the CLI asks the service through the alerts topic, the service replays
+    on its own writer and answers; twice adds nothing."""
+    import os
+    import signal
+    import time
+
+    values = [dumps(sample_record(run_id="via-serve", sample_id=f"s-{i}", completion="x" * 400))
+              for i in range(3)]
+    produce_raw(bootstrap, f"{topic_prefix}.samples", values + [dumps(sample_record(sample_id="small"))])
+    ingest_until_idle(db_path, bootstrap, topic_prefix, max_message_bytes=450)  # an older limit
+    assert query(db_path, "SELECT count(*) FROM dead_letters") == [(3,)]
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "runwatch.cli", "serve", "--headless", "--no-detect", "--db",
+         str(db_path), "--bootstrap", bootstrap, "--topic-prefix", topic_prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = serve.stdout.readline().decode()
+        assert "materializing" in line, line
+        time.sleep(2)  # its topics exist and its consumer reads the alerts topic
+        common = ("--db", str(db_path), "--bootstrap", bootstrap, "--topic-prefix", topic_prefix,
+                  "--timeout", "90")
+        done = _runwatch("dead-letters", "replay", *common)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "held by a running `runwatch serve`" in done.stdout
+        assert "replayed 3 of 3 dead letters: 3 samples" in done.stdout, done.stdout
+        again = _runwatch("dead-letters", "replay", *common)
+        assert again.returncode == 0 and "replayed 0 of 0" in again.stdout, again.stdout + again.stderr
+        assert serve.poll() is None
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out, _ = serve.communicate(timeout=90)
+    assert serve.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert "replayed 3 of 3 dead letters for" in out.decode()
+    assert query(db_path, "SELECT count(*), count(DISTINCT sample_id) FROM samples"
+                          " WHERE run_id = 'via-serve'") == [(3, 3)]
+    assert query(db_path, "SELECT count(*) FROM dead_letter_replays") == [(3,)]
+
+
+def test_replay_with_no_service_answering_says_what_to_check(bootstrap, topic_prefix, db_path):
+    """A file held by a process that is not a serve reading these topics: a clear error."""
+    ingest_until_idle(db_path, bootstrap, topic_prefix)
+    holder = Store(db_path)  # this test's process holds the file, nothing answers
+    try:
+        out = _runwatch("dead-letters", "replay", "--db", str(db_path), "--bootstrap", bootstrap,
+                        "--topic-prefix", topic_prefix, "--timeout", "5")
+    finally:
+        holder.close()
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert "no answer from the `runwatch serve`" in last and "--topic-prefix" in last, out.stderr
