@@ -772,7 +772,7 @@ class Collector:
         try:
             self._producer.flush(timeout=timeout)
         except Exception as exc:
-            self._mark_down(f"flush failed: {exc}")
+            self._flush_failed(exc)
         # Keep resending spooled messages while the broker answers, within the timeout.
         deadline = time.monotonic() + timeout
         while len(self.spool) and not self._down and time.monotonic() < deadline:
@@ -780,14 +780,24 @@ class Collector:
             try:
                 self._producer.flush(timeout=max(0.1, deadline - time.monotonic()))
             except Exception as exc:
-                self._mark_down(f"flush failed: {exc}")
+                self._flush_failed(exc)
             self._handle_failures()
+
+    def _flush_failed(self, exc: Exception) -> None:
+        """A flush that did not finish in time: a slow broker stays "up" (what is unacknowledged
+        waits, and :meth:`close` spools it); an unreachable one is down."""
+        if self._producer is not None and self._reachable():
+            return
+        self._mark_down(f"flush failed: {exc}")
 
     def _emit_stats(self) -> None:
         self._last_stats = time.monotonic()
         s = self.stats()
         body = {k: s[k] for k in ("offered", "sampled", "sent", "spooled", "resent", "dropped")}
         body["dropped_by_reason"] = s["dropped_by_reason"]
+        body["events_lost"] = s["events_lost"]
+        if s["events_lost_by_reason"]:
+            body["events_lost_by_reason"] = s["events_lost_by_reason"]
         self._send_records(self.topics["runs"], [wire.run_event(
             "collector_stats", self.run_id, stats=body, collector_id=self.collector_id,
             rank=self.rank, world_size=self.world_size)])

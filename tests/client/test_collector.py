@@ -222,6 +222,12 @@ def test_run_events_that_cannot_be_kept_are_counted_as_lost(tmp_path):
     assert final["events_lost"] >= 5, final
     assert final["events_lost_by_reason"] == {"spool_full": final["events_lost"]}, final
     assert final["spooled"] == 0 and final["dropped"] == 0
+    sent = []
+    col._send_records = lambda topic, records: sent.extend(records)
+    col._emit_stats()  # the collector_stats event carries the count to the view
+    (event,) = sent
+    assert event["stats"]["events_lost"] == final["events_lost"] > 0
+    assert event["stats"]["events_lost_by_reason"] == {"spool_full": final["events_lost"]}
 
 
 @pytest.mark.kafka
