@@ -79,11 +79,38 @@ SCENARIOS = [
          label="no change, 1%, true rate varies (CV 50%)"),
     dict(name="null_varying_n", p0=0.02, p1=0.04, change=None, n_range=(50, 1000),
          label="no change, 2%, n uniform 50..1000 per checkpoint"),
+    # Beyond the original bench: rarer and commoner categories, sample sizes that vary from
+    # checkpoint to checkpoint (log-uniform 37..400), early changes, drifts of several speeds.
+    dict(name="null_rare", p0=0.002, p1=0.006, change=None, label="no change, 0.2%"),
+    dict(name="null_common", p0=0.20, p1=0.24, change=None, label="no change, 20%"),
+    dict(name="null_varying_n_wide", p0=0.02, p1=0.04, change=None, n_log_range=(37, 400),
+         label="no change, 2%, n log-uniform 37..400 per checkpoint"),
+    dict(name="step_rare", p0=0.002, p1=0.006, change=CHANGE, label="step 0.2% -> 0.6% at 50"),
+    dict(name="step_common", p0=0.20, p1=0.24, change=CHANGE, label="step 20% -> 24% at 50"),
+    dict(name="step_varying_n", p0=0.02, p1=0.04, change=CHANGE, n_log_range=(37, 400),
+         label="step 2% -> 4% at 50, n log-uniform 37..400"),
+    dict(name="step_early_5", p0=0.01, p1=0.03, change=5, label="step 1% -> 3% at 5 (early)"),
+    dict(name="step_early_25", p0=0.01, p1=0.02, change=25, label="step 1% -> 2% at 25"),
+    dict(name="drift_fast", p0=0.01, p1=0.02, change=CHANGE, drift_to=0.03, drift_len=10,
+         label="drift 1% -> 3% over 50..59, then 3% (oracle told 2%)"),
+    dict(name="drift_slow", p0=0.01, p1=0.015, change=CHANGE, drift_to=0.02,
+         label="drift 1% -> 2% over 50..99 (oracle told 1.5%)"),
     dict(name="multi_null", multi=True, change=None,
          label=f"{SERIES} series per run, rates 0.5%..10%, no change (family-wise)"),
     dict(name="multi_step", multi=True, change=CHANGE, step_series=5, step_factor=3.0,
          label=f"{SERIES} series per run, one (1%) steps x3 at 50 (family-wise)"),
 ]
+
+
+def sample_ns(sc: dict, size, rng) -> np.ndarray:
+    """Sample sizes per checkpoint: fixed N, uniform ``n_range`` or log-uniform ``n_log_range``."""
+    if "n_range" in sc:
+        lo, hi = sc["n_range"]
+        return rng.integers(lo, hi + 1, size=size)
+    if "n_log_range" in sc:
+        lo, hi = sc["n_log_range"]
+        return np.round(np.exp(rng.uniform(np.log(lo), np.log(hi), size=size))).astype(int)
+    return np.full(size, N)
 
 
 def simulate(sc: dict, runs: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,17 +127,14 @@ def simulate(sc: dict, runs: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarr
         p = np.full((runs, K), sc["p0"])
         if sc["change"] is not None:
             if "drift_to" in sc:
-                ramp = np.clip((np.arange(K) - sc["change"] + 1) / (K - sc["change"]), 0, 1)
+                length = sc.get("drift_len", K - sc["change"])
+                ramp = np.clip((np.arange(K) - sc["change"] + 1) / length, 0, 1)
                 p = sc["p0"] + (sc["drift_to"] - sc["p0"]) * ramp[None, :] * np.ones((runs, 1))
             else:
                 p[:, sc["change"]:] = sc["p1"]
         if "cv" in sc:
             p = _beta_rates(p, sc["cv"], rng)
-        if "n_range" in sc:
-            lo, hi = sc["n_range"]
-            n = rng.integers(lo, hi + 1, size=(runs, K))
-        else:
-            n = np.full((runs, K), N)
+        n = sample_ns(sc, (runs, K), rng)
         p0 = np.full(runs, sc["p0"])
     return rng.binomial(n, p), n, p0
 
@@ -134,17 +158,19 @@ def cusum_stat(x, n, p0, p1):
 _cusum_h: dict = {}
 
 
-def cusum_threshold(p0: float, p1: float, n_k: int, alpha: float, seed: int) -> float:
-    """Threshold of the oracle CUSUM: seeded simulation of null runs at the true p0, at least
-    100 simulated alarms at the quantile."""
-    key = (round(p0, 12), round(p1, 12), n_k, alpha)
+def cusum_threshold(p0: float, p1: float, sc: dict, alpha: float, seed: int) -> float:
+    """Threshold of the oracle CUSUM: seeded simulation of null runs at the true p0 with the
+    scenario's own sample sizes, at least 100 simulated alarms at the quantile."""
+    ns_kind = (sc.get("n_range"), sc.get("n_log_range"))
+    key = (round(p0, 12), round(p1, 12), ns_kind, alpha)
     if key not in _cusum_h:
         sims = int(max(100_000, 100 / alpha))
         rng = np.random.default_rng([seed, int(p0 * 1e9), int(p1 * 1e9)])
         maxima = np.empty(0)
         for lo in range(0, sims, 100_000):
             m = min(100_000, sims - lo)
-            x = rng.binomial(n_k, p0, size=(m, K))
+            n_k = sample_ns(sc, (m, K), rng)
+            x = rng.binomial(n_k, p0)
             maxima = np.concatenate(
                 [maxima, cusum_stat(x, n_k, np.full(m, p0), np.full(m, p1)).max(axis=1)])
         _cusum_h[key] = float(np.quantile(maxima, 1 - alpha, method="higher"))
@@ -155,11 +181,11 @@ def first_true(fired: np.ndarray) -> np.ndarray:
     return np.where(fired.any(axis=1), fired.argmax(axis=1), -1)
 
 
-def cusum_oracle(x, n, p0, p1, alpha, seed):
+def cusum_oracle(x, n, p0, p1, alpha, seed, sc):
     out = np.full(x.shape[0], -1)
     for a, b in sorted(set(zip(p0.tolist(), p1.tolist()))):
         rows = (p0 == a) & (p1 == b)
-        h = cusum_threshold(a, b, int(np.median(n)), alpha, seed)
+        h = cusum_threshold(a, b, sc, alpha, seed)
         out[rows] = first_true(cusum_stat(x[rows], n[rows], p0[rows], p1[rows]) > h)
     return out
 
@@ -182,7 +208,7 @@ MULTI_DETECTORS = ["glr_burnin", "glr_burnin_pooled", "glr_rate", "glr_self", "s
                    "cusum_oracle"]
 
 
-def run_detector(name, x, n, p0, p1, series, seed):
+def run_detector(name, x, n, p0, p1, series, seed, sc):
     alpha_series = BUDGET / series
     if name == "glr_burnin":
         return first_alarms(x, n, baseline=BURN_IN, false_alarm=BUDGET, n_series=series)
@@ -213,7 +239,7 @@ def run_detector(name, x, n, p0, p1, series, seed):
     if name == "shewhart":
         return shewhart(x, n)
     if name == "cusum_oracle":
-        return cusum_oracle(x, n, p0, p1, alpha_series, seed)
+        return cusum_oracle(x, n, p0, p1, alpha_series, seed, sc)
     raise ValueError(name)
 
 
@@ -246,6 +272,50 @@ def summarise(first: np.ndarray, runs: int, series: int, change, changed_row=Non
     )
 
 
+FA_COLUMNS = ["glr_burnin", "glr_rate", "glr_self", "shewhart", "cusum_oracle"]
+DELAY_COLUMNS = ["cusum_oracle", "glr_rate", "glr_burnin", "glr_self", "shewhart",
+                 "glr_rate_binom", "glr_self_binom"]
+
+
+def markdown_tables(results: dict) -> str:
+    """The README's two tables (false alarms per run; delays with their ratio to the oracle)."""
+    def pct(m):
+        return f"{100 * m['false_alarm']:.2f}" if m else "—"
+
+    lines = ["| scenario | " + " | ".join(FA_COLUMNS) + " | binom. rate / burn-in / self |",
+             "|---" * (len(FA_COLUMNS) + 2) + "|"]
+    for name, r in results.items():
+        if r["change"] is not None:
+            continue
+        d = r["detectors"]
+        binom = " / ".join(pct(d.get(k)) for k in
+                           ("glr_rate_binom", "glr_burnin_binom", "glr_self_binom"))
+        lines.append(f"| {r['label']} | " + " | ".join(pct(d.get(k)) for k in FA_COLUMNS)
+                     + f" | {binom} |")
+    lines += ["", "| scenario | " + " | ".join(DELAY_COLUMNS) + " |",
+              "|---" * (len(DELAY_COLUMNS) + 1) + "|"]
+    for name, r in results.items():
+        if r["change"] is None:
+            continue
+        cells = []
+        for k in DELAY_COLUMNS:
+            m = r["detectors"].get(k)
+            if not m or not np.isfinite(m.get("mean_delay", np.nan)):
+                cells.append("—")
+                continue
+            c = f"{m['mean_delay']:.2f}"
+            if k != "cusum_oracle" and "delay_vs_oracle" in m:
+                c += f" ({m['delay_vs_oracle']:.2f})"
+            c += f" [{m['median_delay']:.0f}]"
+            if m.get("miss", 0) > 0:
+                c += f", miss {100 * m['miss']:.1f}%"
+            if m.get("false_alarm", 0) > 0.05:
+                c += f", FA {100 * m['false_alarm']:.0f}%"
+            cells.append(c)
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def example_plot_data(seed: int) -> dict:
     rng = np.random.default_rng(seed + 99)
     p = np.full(K, 0.01)
@@ -261,6 +331,7 @@ def example_plot_data(seed: int) -> dict:
 
 
 def plot(results: dict, example: dict, path: Path) -> Path | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib
 
@@ -273,7 +344,7 @@ def plot(results: dict, example: dict, path: Path) -> Path | None:
               "cusum_oracle": "black", "glr_rate_binom": "tab:cyan",
               "glr_burnin_binom": "tab:purple", "glr_self_binom": "tab:red",
               "glr_burnin_pooled": "tab:olive"}
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, axes = plt.subplots(1, 3, figsize=(24, 6))
     ax = axes[0]
     fa_sc = [s for s in results if results[s]["change"] is None]
     xs = np.arange(len(fa_sc))
@@ -364,7 +435,7 @@ def main(argv=None) -> dict:
             res["phi"] = overdispersion_phi(sc["p0"], sc["cv"])
         for d in (MULTI_DETECTORS if sc.get("multi") else DETECTORS):
             t0 = time.perf_counter()
-            first = run_detector(d, x, n, p0, p1, series, args.seed)
+            first = run_detector(d, x, n, p0, p1, series, args.seed, sc)
             m = summarise(first, args.runs, series, sc["change"],
                           changed_row=sc.get("step_series"))
             m["seconds"] = round(time.perf_counter() - t0, 2)
@@ -411,6 +482,7 @@ def main(argv=None) -> dict:
         "plot": str(png) if png else None,
     }
     path = save_json("detection", payload)
+    (OUT_DIR / "detection_tables.md").write_text(markdown_tables(results) + "\n")
     print(f"\ntotal {total:.0f} s (calibration {cal.stats['seconds']:.0f} s, "
           f"{cal.stats['computed']} computed, {cal.stats['disk_hits']} from disk); "
           f"first_alarm on 100 checkpoints: {per_call_ms:.1f} ms")

@@ -247,8 +247,10 @@ def _scan_chunk(x, n, start, p0, out, lo, hi, full):
         out.win_n[lo:hi] = np.where(change, nw, 0)
 
 
-PHI_MIN = 0.25  # counts steadier than a quarter of binomial noise (e.g. constant hand-made
-                # series) must not multiply the statistic without bound
+# The dispersion grid the thresholds are calibrated on (beta-binomial nulls), and how far above
+# its point estimate the dispersion a threshold is looked up at sits, in standard errors.
+PHI_GRID = (1.0, 1.25, 1.6, 2.0, 3.0, 5.0)
+PHI_LOOKUP_Z = 0.75
 
 
 def effective_df(res: ScanResult, phi: np.ndarray) -> np.ndarray:
@@ -266,26 +268,35 @@ def effective_df(res: ScanResult, phi: np.ndarray) -> np.ndarray:
 
 
 def adjust(res: ScanResult, prior_df: float, prior_phi: float = 1.0):
-    """Dispersion-adjusted statistic ``W``, the dispersion ``phi`` it used and its df ``D``.
+    """Dispersion-adjusted statistic ``W``, the dispersion ``phi`` estimated, its df ``D`` and
+    the dispersion ``phi_lookup`` the threshold is to be read at.
 
-    Known dispersion (``prior_df`` infinite): ``W = glr / phi`` (quasi-likelihood).
+    Known dispersion (``prior_df`` infinite): ``W = glr / phi`` (quasi-likelihood), looked up at
+    ``phi = 1`` (the quasi-likelihood statistic is calibrated on binomial nulls).
+
     Estimated: the data's estimate ``pearson / df`` is worth ``dfe = effective_df`` degrees of
-    freedom, combined with a prior worth ``prior_df``: ``phi = (prior_df * prior_phi +
-    dfe * pearson / df) / D``, ``D = prior_df + dfe``; then ``W = D/2 * ln(1 + 2 glr / (D phi))``,
-    the likelihood ratio with the dispersion profiled out, as a t statistic is for a normal mean
-    with unknown variance. ``W`` tends to ``glr / phi`` as ``D`` grows; with few degrees of
-    freedom it discounts the statistic, so an underestimated dispersion cannot make an alarm on
-    its own.
+    freedom, combined with a prior worth ``prior_df``: ``phi = (prior_df * prior_phi + dfe *
+    pearson / df) / D``, ``D = prior_df + dfe``. The statistic pays for dispersion only where
+    the data shows it: ``W = D/2 * ln(1 + 2 glr / (D * max(phi, 1)))``, the likelihood ratio with
+    the dispersion profiled out (as a t statistic is for a normal mean with unknown variance),
+    never divided by a dispersion below binomial. Its threshold is calibrated on beta-binomial
+    nulls over ``PHI_GRID`` and read at ``phi_lookup = phi * (1 + z sqrt(2 / D))`` (``z =
+    PHI_LOOKUP_Z``; ``sqrt(2 / D)`` is the estimate's relative standard error), clipped to the
+    grid: binomial data is tested nearly as a binomial GLR, data that is overdispersed gets the
+    threshold of its own dispersion, and an estimate with few degrees of freedom reads a
+    slightly more cautious one.
     """
     glr = res.glr
     if np.isinf(prior_df):
-        return glr / prior_phi, np.full(glr.shape, float(prior_phi)), np.full(glr.shape, np.inf)
+        ones = np.ones(glr.shape)
+        return glr / prior_phi, ones * float(prior_phi), np.full(glr.shape, np.inf), ones
     if prior_df <= 0:
         raise ValueError("prior_df must be > 0")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         phi_data = np.where(res.df > 0, res.pearson / res.df, prior_phi)
         dfe = effective_df(res, phi_data)
         D = prior_df + dfe
-        phi = np.maximum((prior_df * prior_phi + dfe * phi_data) / D, PHI_MIN)
-        W = 0.5 * D * np.log1p(2.0 * glr / (D * phi))
-    return np.where(glr > 0, W, 0.0), phi, D
+        phi = (prior_df * prior_phi + dfe * phi_data) / D
+        W = 0.5 * D * np.log1p(2.0 * glr / (D * np.maximum(phi, 1.0)))
+        lookup = np.clip(phi * (1.0 + PHI_LOOKUP_Z * np.sqrt(2.0 / D)), 1.0, PHI_GRID[-1])
+    return np.where(glr > 0, W, 0.0), phi, D, lookup

@@ -34,9 +34,9 @@ import numpy as np
 
 from runwatch.resources import cache_root
 
-from runwatch.detect._scan import adjust, scan
+from runwatch.detect._scan import PHI_GRID, adjust, scan
 
-ALGO_VERSION = "glr-3"
+ALGO_VERSION = "glr-4"
 DEFAULT_SIMS = 20_000
 TAIL_FRACTION = 0.05   # keep the top 5% of the simulated maxima
 POT_EXCEEDANCES = 400  # peaks-over-threshold base: the 400 largest maxima
@@ -44,6 +44,7 @@ LAM_STEP = 1.0         # grid step, in log2 units
 LAM_MIN_LOG2 = -8.0
 LAM_MAX_LOG2 = 10.0
 P_MIN = 2.0 ** -20
+CURVE_LEVELS = (2, 3)  # the dispersion curve is measured at alpha = 1% and 0.1%
 
 CACHE_DIR: Path | None = cache_root() / "detect"
 
@@ -113,21 +114,74 @@ class CalibrationKey:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _simulate_tail(key: CalibrationKey) -> np.ndarray:
-    seed = int(key.digest()[:16], 16)
-    rng = np.random.default_rng(seed)
+def _null_counts(key: CalibrationKey, phi: float, rng) -> np.ndarray:
+    """Null runs at the key's n and p, binomial (``phi = 1``) or beta-binomial with dispersion
+    ``phi`` (the true rate varies from checkpoint to checkpoint; variance ``phi`` times binomial,
+    ``phi = 1 + (n - 1) rho``)."""
+    size = (key.sims, key.horizon)
+    if phi <= 1.0 or key.n < 2:
+        return rng.binomial(key.n, key.p, size=size)
+    rho = min((phi - 1.0) / (key.n - 1), 0.95)
+    c = 1.0 / rho - 1.0
+    return rng.binomial(key.n, rng.beta(key.p * c, (1.0 - key.p) * c, size=size))
+
+
+def _statistic(key: CalibrationKey, x: np.ndarray):
     K = key.horizon
-    x = rng.binomial(key.n, key.p, size=(key.sims, K))
     res = scan(x, np.full(K, key.n), start=key.start, rate=key.p if key.mode == "rate" else None)
-    W, _, _ = adjust(res, key.prior_df, 1.0)
-    maxima = W[:, key.start:].max(axis=1) if key.start < K else np.zeros(key.sims)
-    keep = max(POT_EXCEEDANCES + 1, int(math.ceil(TAIL_FRACTION * key.sims)))
-    keep = min(keep, key.sims)
+    W, _, _, lookup = adjust(res, key.prior_df, 1.0)
+    return W[:, key.start:], lookup[:, key.start:]
+
+
+def _top(maxima: np.ndarray, sims: int) -> np.ndarray:
+    keep = min(max(POT_EXCEEDANCES + 1, int(math.ceil(TAIL_FRACTION * sims))), sims)
     return -np.sort(-maxima)[:keep]
 
 
-def null_maxima_tail(key: CalibrationKey) -> np.ndarray:
-    """The largest simulated null maxima of ``W`` (descending), computed once per key."""
+def _simulate(key: CalibrationKey) -> dict[str, np.ndarray]:
+    """The calibration of one key: tails of the null maxima (descending).
+
+    * ``phi_tails[i]``: maxima of ``W`` under the null with dispersion ``PHI_GRID[i]`` (row 0
+      binomial); with known dispersion only the binomial row.
+    * ``tail_<r>``: maxima of ``W - g_r(phi_lookup)`` under the binomial null, where ``g_r`` is
+      the rise of the threshold with the dispersion, measured at ``alpha = 10^-r`` from
+      ``phi_tails`` (``curve``). The threshold at a false-alarm probability ``alpha`` is read from
+      the tail whose ``r`` is nearest, plus ``g_r`` at the series' lookup dispersion: exact under
+      the binomial null (the lookup's own noise is in the tail), and the threshold of the data's
+      own dispersion under extra variation.
+    """
+    seed = int(key.digest()[:16], 16)
+    known = math.isinf(key.prior_df)
+    if key.start >= key.horizon:
+        zero = np.zeros(1)
+        return {"phi_tails": zero[None], **{f"tail_{r}": zero for r in CURVE_LEVELS}}
+    phis = PHI_GRID[:1] if known else PHI_GRID
+    rows = []
+    for i, phi in enumerate(phis):
+        x = _null_counts(key, phi, np.random.default_rng([seed, i]))
+        W, lookup = _statistic(key, x)
+        rows.append(_top(W.max(axis=1), key.sims))
+        if i == 0:
+            W0, lookup0 = W, lookup
+    out = {"phi_tails": np.stack(rows)}
+    for r in CURVE_LEVELS:
+        g = curve(out["phi_tails"], key.sims, 10.0 ** -r)
+        T = W0 - np.interp(np.log(lookup0), np.log(PHI_GRID), g) if not known else W0
+        out[f"tail_{r}"] = _top(T.max(axis=1), key.sims)
+    return out
+
+
+def curve(phi_tails: np.ndarray, sims: int, alpha: float) -> np.ndarray:
+    """How much the threshold rises with the dispersion: ``h(phi) - h(1)`` over ``PHI_GRID`` at
+    ``alpha``, non-decreasing (simulation noise evened out), 0 with known dispersion."""
+    if len(phi_tails) < len(PHI_GRID):
+        return np.zeros(len(PHI_GRID))
+    h = np.array([threshold_from_tail(t, sims, alpha) for t in phi_tails])
+    return np.maximum.accumulate(np.maximum(h - h[0], 0.0))
+
+
+def null_maxima_tail(key: CalibrationKey) -> dict[str, np.ndarray]:
+    """The calibration of ``key`` (see ``_simulate``), computed once per key."""
     mk = (ALGO_VERSION, key)
     hit = _memory.get(mk)
     if hit is not None:
@@ -137,19 +191,19 @@ def null_maxima_tail(key: CalibrationKey) -> np.ndarray:
         hit = _memory.get(mk)
         if hit is not None:
             return hit
-        tail = _load(key)
-        if tail is None:
+        tails = _load(key)
+        if tails is None:
             import time
 
             t0 = time.perf_counter()
-            tail = _simulate_tail(key)
+            tails = _simulate(key)
             stats["computed"] += 1
             stats["seconds"] += time.perf_counter() - t0
-            _save(key, tail)
+            _save(key, tails)
         else:
             stats["disk_hits"] += 1
-        _memory[mk] = tail
-        return tail
+        _memory[mk] = tails
+        return tails
 
 
 def threshold_from_tail(tail: np.ndarray, sims: int, alpha: float) -> float:
@@ -171,8 +225,24 @@ def threshold_from_tail(tail: np.ndarray, sims: int, alpha: float) -> float:
     return u + float(exceed.mean()) * math.log(p_u / alpha)
 
 
-def threshold(key: CalibrationKey, alpha: float) -> float:
-    return threshold_from_tail(null_maxima_tail(key), key.sims, alpha)
+def _level(alpha: float) -> int:
+    """The curve level nearest ``alpha`` in log scale."""
+    return min(CURVE_LEVELS, key=lambda r: abs(math.log10(alpha) + r))
+
+
+def thresholds(key: CalibrationKey, alpha: float, phi_lookup) -> np.ndarray:
+    """Thresholds for ``W`` at false-alarm probability ``alpha``, for each lookup dispersion in
+    ``phi_lookup`` (array; 1 = binomial)."""
+    tails = null_maxima_tail(key)
+    r = _level(alpha)
+    base = threshold_from_tail(tails[f"tail_{r}"], key.sims, alpha)
+    g = curve(tails["phi_tails"], key.sims, 10.0 ** -r)
+    phi = np.clip(np.asarray(phi_lookup, dtype=float), PHI_GRID[0], PHI_GRID[-1])
+    return base + np.interp(np.log(phi), np.log(PHI_GRID), g)
+
+
+def threshold(key: CalibrationKey, alpha: float, phi_lookup: float = 1.0) -> float:
+    return float(thresholds(key, alpha, np.array([phi_lookup]))[0])
 
 
 def clear_memory() -> None:
@@ -185,7 +255,7 @@ def _path(key: CalibrationKey) -> Path | None:
     return Path(CACHE_DIR) / f"{ALGO_VERSION}-{key.digest()}.npz"
 
 
-def _load(key: CalibrationKey) -> np.ndarray | None:
+def _load(key: CalibrationKey) -> dict[str, np.ndarray] | None:
     path = _path(key)
     if path is None or not path.exists():
         path = SHIPPED_DIR / f"{ALGO_VERSION}-{key.digest()}.npz"
@@ -195,12 +265,12 @@ def _load(key: CalibrationKey) -> np.ndarray | None:
         with np.load(path) as z:
             if str(z["key"]) != json.dumps(asdict(key), sort_keys=True, default=str):
                 return None
-            return np.array(z["tail"])
+            return {name: np.array(z[name]) for name in z.files if name != "key"}
     except Exception:  # a corrupt or foreign file: recompute
         return None
 
 
-def _save(key: CalibrationKey, tail: np.ndarray) -> None:
+def _save(key: CalibrationKey, tails: dict[str, np.ndarray]) -> None:
     path = _path(key)
     if path is None:
         return
@@ -208,7 +278,7 @@ def _save(key: CalibrationKey, tail: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, tail=tail, key=json.dumps(asdict(key), sort_keys=True, default=str))
+            np.savez(f, **tails, key=json.dumps(asdict(key), sort_keys=True, default=str))
         os.replace(tmp, path)
     except OSError:  # read-only checkout etc.: memory cache only
         pass

@@ -200,14 +200,15 @@ def _run(counts2d, ns2d, *, baseline, false_alarm, horizon, n_series, dispersion
     if start >= horizon_t:
         raise ValueError("the burn-in must be shorter than the horizon")
     res = scan(x, n, start=start, rate=rate, full=full)
-    W, phi, D = adjust(res, disp.df, disp.phi)
+    W, phi, D, lookup = adjust(res, disp.df, disp.phi)
     h = np.full((R, Kt), np.inf)
     if start < Kt:
         need = np.zeros((R, Kt), dtype=bool)
         need[:, start:] = True
         if thresholds == "positive":  # first_alarm only needs h where W > 0
             need &= W > 0
-        h[need] = _lookup_thresholds(x, n, rate, need, mode, start, horizon_t, disp, alpha, sims)
+        h[need] = _lookup_thresholds(x, n, rate, need, lookup[need], mode, start, horizon_t,
+                                     disp, alpha, sims)
     fired = W > h
     anyf = fired.any(axis=1)
     first = np.where(anyf, fired.argmax(axis=1) - offset, -1)
@@ -215,9 +216,9 @@ def _run(counts2d, ns2d, *, baseline, false_alarm, horizon, n_series, dispersion
                  mode=mode, start=start, alpha=alpha, rate=rate)
 
 
-def _lookup_thresholds(x, n, rate, need, mode, start, horizon, disp, alpha, sims):
+def _lookup_thresholds(x, n, rate, need, phi_lookup, mode, start, horizon, disp, alpha, sims):
     """Thresholds for the cells in ``need``, each from the calibration of its own grid point:
-    the series' typical n and rate *so far* (causal)."""
+    the series' typical n and rate *so far* (causal), read at the cell's lookup dispersion."""
     rows, cols = np.nonzero(need)
     cn = np.cumsum(n, axis=1)
     cm = np.cumsum(n > 0, axis=1)
@@ -237,12 +238,17 @@ def _lookup_thresholds(x, n, rate, need, mode, start, horizon, disp, alpha, sims
     pts = np.concatenate([np.stack([n_lo, p_lo], 1), np.stack([n_hi[need_hi], p_hi[need_hi]], 1)])
     uniq, inverse = np.unique(pts, axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    h_pts = np.array([cal.threshold(cal.CalibrationKey(mode, start, horizon, int(ng), float(pg),
-                                                       prior_df, sims), alpha)
-                      for ng, pg in uniq])
-    h_lo = h_pts[inverse[:len(n_lo)]]
+    h_lo = np.empty(len(n_lo))
     h_hi = h_lo.copy()
-    h_hi[need_hi] = h_pts[inverse[len(n_lo):]]
+    cells = np.concatenate([np.arange(len(n_lo)), np.nonzero(need_hi)[0]])
+    side = np.concatenate([np.zeros(len(n_lo), bool), np.ones(int(need_hi.sum()), bool)])
+    for u, (ng, pg) in enumerate(uniq):
+        at = inverse == u
+        key = cal.CalibrationKey(mode, start, horizon, int(ng), float(pg), prior_df, sims)
+        h = cal.thresholds(key, alpha, phi_lookup[cells[at]])
+        h_lo[cells[at & ~side]] = h[~side[at]]
+        h_hi[cells[at & side]] = h[side[at]]
+    h_hi[~need_hi] = h_lo[~need_hi]
     return (1.0 - weight) * h_lo + weight * h_hi
 
 

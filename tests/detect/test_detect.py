@@ -261,6 +261,32 @@ def test_dispersion_is_estimated_and_discounts_noisy_series():
         detect(counts[:K], np.full(K, N), dispersion=-1.0)
 
 
+def test_dispersion_is_paid_for_only_where_the_data_shows_it():
+    """Binomial data: the statistic is the binomial GLR under the profile's discount, never
+    divided by a dispersion below 1, and its threshold is read near the binomial one. The same
+    rate wobbling from checkpoint to checkpoint gets a higher threshold (its own dispersion's)."""
+    rng = np.random.default_rng(21)
+    steady = np.full(K, 10)                                  # 5% of 200, steadier than binomial
+    wobbly = rng.binomial(N, rng.beta(0.05 * 30, 0.95 * 30, size=K))  # phi ~ 7
+    ns = np.full(K, N)
+    d_steady = detect(steady, ns, baseline=0.05, sims=SIMS)
+    d_wobbly = detect(wobbly, ns, baseline=0.05, sims=SIMS)
+    assert np.all(d_steady.dispersion[10:] < 0.5)
+    glr = d_steady.glr
+    D = d_steady.dispersion_df
+    expect = np.where(glr > 0, D / 2 * np.log1p(2 * glr / D), 0.0)  # max(phi, 1) = 1
+    np.testing.assert_allclose(d_steady.statistic, expect)
+    key = cal.CalibrationKey("rate", 0, K, 256, 2.0 ** -4, cal.snap_prior_df(2.0), SIMS)
+    tails = cal.null_maxima_tail(key)
+    g = cal.curve(tails["phi_tails"], SIMS, 0.01)
+    assert g[0] == 0 and np.all(np.diff(g) >= 0) and g[-1] > 1.0  # rises with phi
+    assert np.nanmedian(d_wobbly.dispersion[30:]) > 3
+    assert np.min(d_wobbly.threshold[30:]) > np.max(d_steady.threshold[30:]) + 1.0
+    # a known dispersion keeps the binomial calibration
+    known = detect(wobbly, ns, baseline=0.05, dispersion=3.0, sims=SIMS)
+    np.testing.assert_allclose(known.statistic, known.glr / 3.0)
+
+
 # --- API details -------------------------------------------------------------------------------
 
 
