@@ -6,7 +6,9 @@ Simulated runs of K = 100 checkpoints with n = 200 samples each (binomial counts
 checkpoint 50). Scenarios: no change (1% and 5%), steps 1%->2%, 1%->3%, 5%->8%, a linear drift
 1%->3% over checkpoints 50..99, no change with extra checkpoint-to-checkpoint variation of the
 true rate (beta-binomial), no change with sample sizes varying 50..1000, and 20 series per run
-(family-wise budget). Detectors, all with a 1% false-alarm budget per run:
+(family-wise budget); and rarer (0.2%) and commoner (20%) categories, sample sizes log-uniform
+37..400, changes at checkpoints 5 and 25, a fast (10 checkpoints) and a slow drift.
+Detectors, all with a 1% false-alarm budget per run:
 
   (a)  glr_burnin   runwatch.detect, baseline = first 20 checkpoints (burn-in), dispersion estimated
   (a') glr_rate     runwatch.detect told the true baseline rate, dispersion estimated
@@ -21,7 +23,8 @@ true rate (beta-binomial), no change with sample sizes varying 50..1000, and 20 
   (a2) glr_burnin_pooled burn-in baseline, dispersion prior pooled over the burn-in of all 20
                          series of the run (``pooled_dispersion``; 380 df instead of ~20..80)
 
-Writes bench/out/detection.json and bench/out/detection.png; prints a table.
+Writes bench/out/detection.json, bench/out/detection.png and bench/out/detection_tables.md (the
+README's tables); prints a table.
 """
 
 from __future__ import annotations

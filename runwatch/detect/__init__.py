@@ -11,9 +11,10 @@
 
 The method: a one-sided binomial GLR-CUSUM (every candidate change point, shift size fitted),
 the pre-change rate estimated from all data before the candidate change point (or given), the
-extra-binomial dispersion estimated from the series and profiled out, and a threshold calibrated
-by seeded Monte Carlo so that P(any false alarm over ``horizon`` checkpoints) = ``false_alarm /
-n_series``. Pure functions: the same data always gives the same answer, and the decision at
+extra-binomial dispersion estimated from the series and profiled out where the data shows it
+(never below binomial), and a threshold calibrated on binomial and beta-binomial nulls by seeded
+Monte Carlo, read at the series' own dispersion, so that P(any false alarm over ``horizon``
+checkpoints) = ``false_alarm / n_series``. Pure functions: the same data always gives the same answer, and the decision at
 checkpoint k depends only on checkpoints <= k. Details and measurements:
 bench/detection_README.md.
 """

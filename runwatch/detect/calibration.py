@@ -6,7 +6,9 @@ checkpoint. The null runs are simulated at the series' own typical sample size a
 the threshold at checkpoint k uses only checkpoints <= k), on a grid of expected counts per
 checkpoint with interpolation between grid points (``grid_points``). The statistic is a
 likelihood ratio, nearly pivotal: ``h`` moves by ~0.1-0.2 nats per doubling of the expected count
-below 2 per checkpoint and by a few hundredths above (bench/detection_README.md).
+below 2 per checkpoint and by a few hundredths above (bench/detection_README.md). It does
+depend on the dispersion: every key is also simulated under beta-binomial nulls over
+``PHI_GRID`` and the threshold is read at the series' own lookup dispersion (``_simulate``).
 
 * Deterministic: the random generator is seeded from the calibration key, so the same key always
   gives the same threshold (for a given numpy version; the disk cache pins it across upgrades).
