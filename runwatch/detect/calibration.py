@@ -168,9 +168,15 @@ def _simulate(key: CalibrationKey) -> dict[str, np.ndarray]:
     out = {"phi_tails": np.stack(rows)}
     for r in CURVE_LEVELS:
         g = curve(out["phi_tails"], key.sims, 10.0 ** -r)
-        T = W0 - np.interp(np.log(lookup0), np.log(PHI_GRID), g) if not known else W0
+        T = W0 - _rise(g, lookup0)
         out[f"tail_{r}"] = _top(T.max(axis=1), key.sims)
     return out
+
+
+def _rise(g: np.ndarray, phi_lookup) -> np.ndarray:
+    """The curve ``g`` read at lookup dispersions (linear in ``log phi``, clipped to the grid)."""
+    phi = np.clip(np.asarray(phi_lookup, dtype=float), PHI_GRID[0], PHI_GRID[-1])
+    return np.interp(np.log(phi), np.log(PHI_GRID), g)
 
 
 def curve(phi_tails: np.ndarray, sims: int, alpha: float) -> np.ndarray:
@@ -238,9 +244,7 @@ def thresholds(key: CalibrationKey, alpha: float, phi_lookup) -> np.ndarray:
     tails = null_maxima_tail(key)
     r = _level(alpha)
     base = threshold_from_tail(tails[f"tail_{r}"], key.sims, alpha)
-    g = curve(tails["phi_tails"], key.sims, 10.0 ** -r)
-    phi = np.clip(np.asarray(phi_lookup, dtype=float), PHI_GRID[0], PHI_GRID[-1])
-    return base + np.interp(np.log(phi), np.log(PHI_GRID), g)
+    return base + _rise(curve(tails["phi_tails"], key.sims, 10.0 ** -r), phi_lookup)
 
 
 def threshold(key: CalibrationKey, alpha: float, phi_lookup: float = 1.0) -> float:

@@ -238,17 +238,18 @@ def _lookup_thresholds(x, n, rate, need, phi_lookup, mode, start, horizon, disp,
     pts = np.concatenate([np.stack([n_lo, p_lo], 1), np.stack([n_hi[need_hi], p_hi[need_hi]], 1)])
     uniq, inverse = np.unique(pts, axis=0, return_inverse=True)
     inverse = inverse.ravel()
+    inv_lo, inv_hi = inverse[:len(n_lo)], inverse[len(n_lo):]
+    phi_hi = phi_lookup[need_hi]
     h_lo = np.empty(len(n_lo))
-    h_hi = h_lo.copy()
-    cells = np.concatenate([np.arange(len(n_lo)), np.nonzero(need_hi)[0]])
-    side = np.concatenate([np.zeros(len(n_lo), bool), np.ones(int(need_hi.sum()), bool)])
+    h_hi_needed = np.empty(len(inv_hi))
     for u, (ng, pg) in enumerate(uniq):
-        at = inverse == u
         key = cal.CalibrationKey(mode, start, horizon, int(ng), float(pg), prior_df, sims)
-        h = cal.thresholds(key, alpha, phi_lookup[cells[at]])
-        h_lo[cells[at & ~side]] = h[~side[at]]
-        h_hi[cells[at & side]] = h[side[at]]
-    h_hi[~need_hi] = h_lo[~need_hi]
+        for h, inv, phi in ((h_lo, inv_lo, phi_lookup), (h_hi_needed, inv_hi, phi_hi)):
+            at = inv == u
+            if at.any():
+                h[at] = cal.thresholds(key, alpha, phi[at])
+    h_hi = h_lo.copy()
+    h_hi[need_hi] = h_hi_needed
     return (1.0 - weight) * h_lo + weight * h_hi
 
 
