@@ -47,6 +47,7 @@ class _Service:
     status: Callable[[], dict] | None
     label: str
     publisher: Any = None  # runwatch.alerts.publish.ReviewPublisher: alert actions and labels
+    version: Callable[[str | None], tuple] | None = None  # Store.data_version
 
 
 _service: _Service | None = None
@@ -58,6 +59,7 @@ def set_service(
     status: Callable[[], dict] | None = None,
     label: str = "runwatch serve",
     publisher: Any = None,
+    version: Callable[[str | None], tuple] | None = None,
 ) -> None:
     """Register the service's read-write connection; call before starting the dashboard.
 
@@ -67,6 +69,10 @@ def set_service(
     ``publisher`` (optional) has ``publish(record)`` / ``publish_many(records)`` and sends alert
     actions and labels to the alerts topic (:class:`runwatch.alerts.publish.ReviewPublisher`);
     without one the pages are read-only.
+    ``version`` (optional, :meth:`runwatch.store.store.Store.data_version`) says, without a query,
+    whether data changed (:func:`data_version`): with it the pages share query results across
+    sessions and a live page does no work while nothing changed; without it every render
+    queries.
     The dashboard never executes on ``con`` itself: it takes one cursor from it here (on the
     caller's thread) and derives a fresh cursor from that one for every query.
     """
@@ -79,7 +85,7 @@ def set_service(
     except duckdb.Error:
         path = None
     _service = _Service(root=root, status=status, label=f"{path} ({label})" if path else label,
-                        publisher=publisher)
+                        publisher=publisher, version=version)
 
 
 def clear_service() -> None:
@@ -160,6 +166,21 @@ def status() -> dict[str, Any] | None:
             "lag": None,
         }
     return dict(value or {})
+
+
+def data_version(run_id: str | None = None) -> tuple | None:
+    """A version of what the pages read (of one run's view with ``run_id``), or None when it is
+    unknown (a service without a version callable): then nothing may be reused.
+
+    Equal versions mean no transaction touching that scope committed in between
+    (:mod:`runwatch.store.versions`). A read-only file cannot change while this process holds
+    it open (DuckDB's lock keeps writers out), so its version is a constant.
+    """
+    service = _service
+    if service is not None:
+        return None if service.version is None else service.version(run_id)
+    path = db_path()
+    return None if path is None else ("file", path)
 
 
 def review_publisher():

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from runwatch.dashboard import connection
+from runwatch.dashboard import connection, shared_cache
 from runwatch.detect.intervals import newcombe_difference, wilson
 from runwatch.detect import quality
 from runwatch.query import named as queries
@@ -27,12 +27,42 @@ SAMPLE_LIMIT = 500
 ALERTS_TABLE = "alerts"
 
 
-def query(name: str, **params: Any) -> pd.DataFrame:
-    """Run the named query with ``params`` (checked against its placeholders)."""
+QUERIES_RUN = 0  # statements this process ran for the pages (the tests count them)
+
+
+def _run_query(name: str, params: dict[str, Any]) -> pd.DataFrame:
+    global QUERIES_RUN
     q = queries.load(name)
     bound = q.bind(params)
     with connection.cursor() as cur:
+        QUERIES_RUN += 1
         return cur.execute(q.sql, bound).df()
+
+
+def freeze(params: dict[str, Any]) -> tuple:
+    """Parameters as a hashable key (lists become tuples)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple, set)) else v)
+                        for k, v in params.items()))
+
+
+def version_of(params: dict[str, Any]) -> tuple | None:
+    """The data version a query with ``params`` reads: its run's when it names one."""
+    run_id = params.get("run_id")
+    return connection.data_version(run_id if isinstance(run_id, str) and run_id else None)
+
+
+def query(name: str, **params: Any) -> pd.DataFrame:
+    """Run the named query with ``params`` (checked against its placeholders).
+
+    Where the data version is known the result is shared by every session of this process
+    until a commit changes what it reads (:mod:`runwatch.dashboard.shared_cache`): twenty open
+    tabs on one run cost one query per change, and a refresh with no new data costs none.
+    """
+    version = version_of(params)  # before the query: a newer result never gets an older key
+    if version is None:
+        return _run_query(name, params)
+    key = ("query", connection.source_label(), name, freeze(params), version)
+    return shared_cache.frame(shared_cache.results.get(key, lambda: _run_query(name, params)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

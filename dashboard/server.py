@@ -39,6 +39,11 @@ def streamlit_options(*, port: int, address: str) -> dict[str, Any]:
         "browser_gatherUsageStats": False,
         "client_showErrorDetails": "none",  # belt and braces: pages already catch errors
         "client_toolbarMode": "viewer",
+        # Streamlit forces a full gc.collect(2) after every script run, fragment runs too. In
+        # this process (torch, pandas, Altair, DuckDB loaded) that is ~90 ms of CPU per run:
+        # most of what an open tab cost while nothing changed. Python's own generational
+        # collector still runs; bench/viewers.py measures the difference.
+        "runner_postScriptGC": False,
     }
 
 

@@ -18,12 +18,13 @@ from typing import Any
 import duckdb
 import streamlit as st
 
-from runwatch.dashboard import connection, data
+from runwatch.dashboard import connection, data, shared_cache
 from runwatch.errors import RunwatchError
 
 log = logging.getLogger("runwatch.dashboard")
 
-REFRESH_S = 2  # live parts rerun this often (seconds)
+REFRESH_S = 2  # a live page checks this often whether its data changed (seconds)
+LIVE_NOTE = f"Live: redrawn within {REFRESH_S} s of new data."
 
 PAGE_RUNS = "views/runs.py"
 PAGE_RUN = "views/run.py"
@@ -127,19 +128,75 @@ def guard(what: str) -> Iterator[None]:
         st.error(f"Could not {what}: {explain(exc)}", icon=":material/error:")
 
 
+_WATCH = "_rw_watch"  # (scope, data version) the page declared live in its last full run
+
+
 def run_page(render: Callable[[], None], what: str) -> None:
     """Page entry point: the live ingest status, then the page body under the guard."""
+    st.session_state.pop(_WATCH, None)  # a page is live only when this run's render says so
     live_status()
     with guard(what):
         render()
 
 
+def watch(run_id: str | None = None) -> None:
+    """Make this page live: it reruns within :data:`REFRESH_S` of a commit that changes what
+    it shows: of run ``run_id`` (its samples, events, alerts and labels), or of anything
+    (``None``). Call it before the page reads its data. Between commits a live page costs one
+    version comparison per refresh: no query, no chart."""
+    st.session_state[_WATCH] = (run_id, connection.data_version(run_id))
+
+
+def altair_chart(build: Callable[[], Any], *, key: str, depends: Sequence = (),
+                 **options: Any) -> None:
+    """``st.altair_chart(build(), key=key, **options)``, built once for all sessions while the
+    data is unchanged. On a live page (:func:`watch`) the Vega-Lite spec (with its data as
+    Arrow) is kept in the shared cache under (``key``, ``depends``: everything besides the
+    data version that the chart is drawn from, e.g. the selections, the version the page
+    recorded before it read anything); building and validating an Altair chart is most of a
+    page's cost. Elsewhere the chart is built every time."""
+    seen = st.session_state.get(_WATCH)
+    if seen is None or seen[1] is None:
+        st.altair_chart(build(), key=key, **options)
+        return
+    cache_key = ("chart", connection.source_label(), key, _hashable(depends), seen)
+    spec = shared_cache.results.get(cache_key, lambda: _vega_lite_spec(build()))
+    st.vega_lite_chart(spec=spec, key=key, **options)  # Streamlit copies the spec it is given
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _vega_lite_spec(chart: Any) -> dict:
+    """The spec ``st.altair_chart`` would send (data as named Arrow datasets)."""
+    try:  # Streamlit's own conversion (pinned version): the same proto as st.altair_chart
+        from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
+    except ImportError:  # a Streamlit without it: inline data, still the same chart
+        return chart.to_dict()
+    return _convert_altair_to_vega_lite_spec(chart)
+
+
+def _data_changed() -> bool:
+    seen = st.session_state.get(_WATCH)
+    if seen is None:
+        return False  # not a live page
+    run_id, version = seen
+    # an unknown version (a service without one) cannot say "unchanged": refresh every time
+    return version is None or connection.data_version(run_id) != version
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_status() -> None:
     """Ingest status in the sidebar (and a banner when the broker is unreachable), refreshed on
-    its own so a broker going away shows up without a rerun of the page."""
+    its own so a broker going away shows up without a rerun of the page; and the check that
+    reruns a live page (:func:`watch`) once its data changed."""
     with guard("show the ingest status"):
         sidebar_status()
+    if _data_changed():
+        st.rerun()  # the whole page, with the widgets' state: cached work makes it cheap
 
 
 # ----------------------------------------------------------------------- status / empty
@@ -217,9 +274,12 @@ def no_runs() -> None:
 
 
 def require_runs() -> list[str]:
-    """Run ids, newest first; shows the empty state and stops the page when there are none."""
+    """Run ids, newest first; shows the empty state and stops the page when there are none
+    (live: the page reruns once anything is committed)."""
+    before = connection.data_version()
     ids = data.run_ids()
     if not ids:
+        st.session_state.setdefault(_WATCH, (None, before))
         no_runs()
         st.stop()
     return ids

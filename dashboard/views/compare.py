@@ -7,15 +7,16 @@ from runwatch.dashboard import charts, data, ui
 ALL = "(all categories, pooled)"
 
 
-@st.fragment(run_every=ui.REFRESH_S)
+@st.fragment
 def live_compare(run_ids: list[str], prompt_sets: list[str], category: str) -> None:
     with ui.guard("draw the comparison"):
         df = data.compare_rates(run_ids, prompt_sets, "" if category == ALL else category)
         if df.empty:
             st.info("None of these runs has scored samples for this selection yet.")
             return
-        st.altair_chart(charts.compare_rates(df), width="stretch", key="compare.chart")
-        st.caption(f"Shaded: 95% Wilson interval. Live: refreshes every {ui.REFRESH_S} s.")
+        ui.altair_chart(lambda: charts.compare_rates(df), width="stretch", key="compare.chart",
+                        depends=(run_ids, prompt_sets, category))
+        st.caption(f"Shaded: 95% Wilson interval. {ui.LIVE_NOTE}")
         latest = df.sort_values("step").groupby("run_id").tail(1)
         st.dataframe(
             latest[["run_id", "step", "rate", "rate_low", "rate_high", "n_flagged", "n_scored"]],
@@ -48,6 +49,7 @@ def render() -> None:
         "Runs", all_runs, key="compare.runs", param="run", default=(sampled or all_runs)[:2]
     )
     ui.set_url(run=run_ids)
+    ui.watch()
     if len(run_ids) < 2:
         st.info("Please select at least two runs.")
         return

@@ -27,7 +27,7 @@ def header(run_id: str) -> None:
     )
 
 
-@st.fragment(run_every=ui.REFRESH_S)
+@st.fragment
 def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> None:
     with ui.guard("load the run's summary"):
         header(run_id)
@@ -52,11 +52,12 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
             )
         else:
             marks = data.run_alert_marks(run_id)
-            st.altair_chart(
-                charts.failure_rates(
+            ui.altair_chart(
+                lambda: charts.failure_rates(
                     rates, marks, prompt_sets=charts.order_prompt_sets(prompt_sets)
                 ),
                 key="run.rates_chart",
+                depends=(prompt_sets, categories),
             )
             st.caption(
                 "Shaded: 95% Wilson interval. A sample is flagged for a category when any "
@@ -75,7 +76,8 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
         heat = data.run_heatmap(run_id, prompt_sets)
         heat = heat[heat["category"].isin(categories)]
         if not heat.empty:
-            st.altair_chart(charts.category_heatmap(heat), width="stretch", key="run.heatmap")
+            ui.altair_chart(lambda: charts.category_heatmap(heat), width="stretch",
+                            key="run.heatmap", depends=(prompt_sets, categories))
             st.caption("Flagged rate pooled over the selected prompt sets.")
 
     left, right = st.columns(2)
@@ -91,7 +93,8 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
                 "model is told nobody is watching."
             )
         else:
-            st.altair_chart(charts.consistency_gap(gap), width="stretch", key="run.gap")
+            ui.altair_chart(lambda: charts.consistency_gap(gap), width="stretch", key="run.gap",
+                            depends=(categories,))
             st.caption(
                 "Flagged rate with the 'unmonitored' cue minus with the 'monitored' cue; "
                 "shaded: 95% Newcombe interval. Above zero: worse when unwatched."
@@ -106,12 +109,13 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
                 "rollouts to see whether reward rises with a category's flagged rate."
             )
         else:
-            st.altair_chart(charts.reward_vs_rate(rr), width="stretch", key="run.reward")
+            ui.altair_chart(lambda: charts.reward_vs_rate(rr), width="stretch", key="run.reward",
+                            depends=(categories,))
             st.caption(
                 "One point per checkpoint over the prompt sets that carry rewards; "
                 "paths follow the steps."
             )
-    st.caption(f"Live: refreshes every {ui.REFRESH_S} s without touching your selections.")
+    st.caption(f"{ui.LIVE_NOTE} Your selections stay.")
 
 
 def alerts_here(run_id: str) -> None:
@@ -142,6 +146,7 @@ def render() -> None:
     run_ids = ui.require_runs()
     run_id = ui.synced_selectbox("Run", run_ids, key="run.run", param="run")
     ui.set_url(run=run_id)
+    ui.watch(run_id)
 
     sets = data.run_prompt_sets(run_id)
     if not sets:

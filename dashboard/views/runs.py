@@ -7,7 +7,7 @@ import streamlit as st
 from runwatch.dashboard import charts, data, ui
 
 
-@st.fragment(run_every=ui.REFRESH_S)
+@st.fragment
 def live_runs() -> None:
     with ui.guard("load the runs"):
         runs = data.runs_overview()
@@ -71,10 +71,10 @@ def live_runs() -> None:
         if rows:
             chosen = runs.iloc[rows[0]]["run_id"]
             st.switch_page(ui.PAGE_RUN, query_params={"run": chosen})
-        st.caption(f"Select a row to open the run. Live: refreshes every {ui.REFRESH_S} s.")
+        st.caption(f"Select a row to open the run. {ui.LIVE_NOTE}")
         if runs["flagged_rate"].notna().any():
             st.subheader("Flagged rate by run")
-            st.altair_chart(charts.runs_flagged(runs), width="stretch")
+            ui.altair_chart(lambda: charts.runs_flagged(runs), width="stretch", key="runs.flagged")
         if not has_alerts:
             st.caption("Alert counts appear here once the alerts table exists.")
 
@@ -82,6 +82,7 @@ def live_runs() -> None:
 def render() -> None:
     st.title("Runs")
     ui.set_url()
+    ui.watch()
     live_runs()
 
 

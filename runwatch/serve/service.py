@@ -151,7 +151,8 @@ class Service:
                     harden(cur)
                 finally:
                     cur.close()
-                set_service(self.store.con, status=self.status, publisher=self.publisher)
+                set_service(self.store.con, status=self.status, publisher=self.publisher,
+                            version=self.store.data_version)
                 print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
                 serve_dashboard(port=self.port, address=self.address)
         finally:

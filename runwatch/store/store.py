@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 
 from runwatch.store import db
 from runwatch.store.reviews import apply_reviews
+from runwatch.store.versions import DataVersions
 from runwatch.ingest.decode import EXACT_CREATED_AT, DeadLetter
 
 _TS = pa.timestamp("us")
@@ -555,6 +556,16 @@ _STEP4_STATS = ("""
     WHERE runs.run_id = t.run_id""")
 
 
+def _runs_of(staged: "_Staged | None", events: pa.Table | None) -> set[str]:
+    """The runs a batch wrote rows of (a superset: samples later found to be repeats count)."""
+    runs: set[str] = set()
+    if staged is not None and staged.samples.num_rows:
+        runs.update(pc.unique(staged.samples.column("run_id")).to_pylist())
+    if events is not None and events.num_rows:
+        runs.update(pc.unique(events.column("run_id")).to_pylist())
+    return runs
+
+
 class Store:
     """Owns one DuckDB file read-write. Readers in the same process use :meth:`cursor`."""
 
@@ -572,6 +583,7 @@ class Store:
         self._new_checkpoints: set[tuple[str, int]] = set()
         self.con = db.connect(self.path)
         self._lock = threading.Lock()
+        self.versions = DataVersions()  # what readers in this process compare (the dashboard)
         # pyarrow imports pandas (~1 s) the first time it converts a list: pay that when the
         # file is opened, not in the first batch.
         pa.array(["warm-up"], pa.string())
@@ -608,12 +620,20 @@ class Store:
                 except _SeenBefore:
                     inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=True)
                 refused = self._refused  # over a run's rate limit: dead-lettered
+                if inserted or n_events or n_reviews or batch.dead or refused:
+                    self.versions.bump(_runs_of(staged, batch.staged_events),
+                                       reviews=bool(n_reviews))
             finally:
                 self._refused = 0
                 cur.close()  # drops the registrations
         received = staged.received if staged is not None else 0
         return ApplyResult(inserted, received - inserted - refused, n_events,
                            len(batch.dead) + refused, n_reviews)
+
+    def data_version(self, run_id: str | None = None) -> tuple:
+        """The version of everything (``run_id`` None) or of one run's view; see
+        :mod:`runwatch.store.versions`."""
+        return self.versions.of(run_id)
 
     def apply_reviews(self, records: list[dict]) -> ApplyResult:
         """Apply alert events / labels the view made itself (no Kafka position yet)."""
