@@ -22,6 +22,14 @@ _ROOT = Path(__file__).resolve().parent.parent
 if (_ROOT / "pyproject.toml").is_file() and str(_ROOT) not in sys.path:
     sys.path.append(str(_ROOT))
 
+try:  # also for `streamlit run dashboard/app.py`; dashboard/server.py says why (~90 ms a run)
+    from streamlit import config as _st_config
+
+    _st_config.set_option("runner.postScriptGC", False)
+    _st_config.set_option("runner.magicEnabled", False)
+except Exception:  # an option this Streamlit does not know: keep its default
+    pass
+
 st.set_page_config(page_title="runwatch", page_icon=":material/monitoring:", layout="wide")
 
 from runwatch.dashboard import auth  # noqa: E402 - needs the path set up above

@@ -9,6 +9,7 @@ one step or one prompt).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -39,12 +40,6 @@ def _run_query(name: str, params: dict[str, Any]) -> pd.DataFrame:
         return cur.execute(q.sql, bound).df()
 
 
-def freeze(params: dict[str, Any]) -> tuple:
-    """Parameters as a hashable key (lists become tuples)."""
-    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple, set)) else v)
-                        for k, v in params.items()))
-
-
 def version_of(params: dict[str, Any]) -> tuple | None:
     """The data version a query with ``params`` reads: its run's when it names one."""
     run_id = params.get("run_id")
@@ -61,7 +56,7 @@ def query(name: str, **params: Any) -> pd.DataFrame:
     version = version_of(params)  # before the query: a newer result never gets an older key
     if version is None:
         return _run_query(name, params)
-    key = ("query", connection.source_label(), name, freeze(params), version)
+    key = ("query", connection.source_label(), name, shared_cache.hashable(params), version)
     return shared_cache.frame(shared_cache.results.get(key, lambda: _run_query(name, params)))
 
 
@@ -76,6 +71,23 @@ def _cached(name: str, stamp: tuple, **params: Any) -> pd.DataFrame:
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     df = _cached_query(connection.source_label(), name, stamp, tuple(sorted(params.items())))
     return df.copy()
+
+
+def shared(fn):
+    """Share what ``fn(run_id, ...)`` returns (a frame, list or dict derived from queries) across
+    sessions while the run's data version is unchanged: the pandas work after the queries
+    (pivots, intervals) is done once per commit, not once per viewer and refresh."""
+
+    @functools.wraps(fn)
+    def wrapper(run_id: str, *args: Any, **kwargs: Any):
+        version = connection.data_version(run_id or None)  # before the queries it runs
+        if version is None:
+            return fn(run_id, *args, **kwargs)
+        key = ("derived", connection.source_label(), fn.__name__, run_id,
+               shared_cache.hashable({"args": args, **kwargs}), version)
+        return shared_cache.own(shared_cache.results.get(key, lambda: fn(run_id, *args, **kwargs)))
+
+    return wrapper
 
 
 def tables() -> set[str]:
@@ -113,6 +125,7 @@ def runs_overview() -> pd.DataFrame:
 # ----------------------------------------------------------------------------------- run
 
 
+@shared
 def run_summary(run_id: str) -> dict[str, Any]:
     df = query("run_summary", run_id=run_id)
     row = df.iloc[0].to_dict()
@@ -126,16 +139,19 @@ def _isna(value: Any) -> bool:
         return False
 
 
+@shared
 def run_category_rates(run_id: str) -> pd.DataFrame:
     """Per (step, prompt_set, category): counts, rate and its 95% Wilson interval."""
     return _with_rate(query("run_category_rates", run_id=run_id))
 
 
+@shared
 def run_heatmap(run_id: str, prompt_sets: Iterable[str] = ()) -> pd.DataFrame:
     """Per (step, category) pooled over ``prompt_sets`` (empty: all): counts and rate."""
     return _with_rate(query("run_category_heatmap", run_id=run_id, prompt_sets=list(prompt_sets)))
 
 
+@shared
 def run_consistency_gap(run_id: str) -> pd.DataFrame:
     """Per (step, category): monitored and unmonitored rates and the gap (unmonitored minus
     monitored) with its 95% Newcombe interval. Empty when the run has no consistency probes."""
@@ -179,6 +195,7 @@ def run_consistency_gap(run_id: str) -> pd.DataFrame:
     return out[cols]
 
 
+@shared
 def run_reward_rates(run_id: str) -> pd.DataFrame:
     """Per (step, category) over rewarded prompt sets: mean reward, flagged counts and rate."""
     return _with_rate(query("run_reward_rates", run_id=run_id))
@@ -190,6 +207,7 @@ MARK_COLUMNS = [
 ]
 
 
+@shared
 def run_alert_marks(run_id: str) -> pd.DataFrame:
     """One row per alert of the run's per-prompt-set rate series (not resolved as a false
     positive): ``first_step`` is the checkpoint it opened at; with its id, severity, status."""
@@ -198,10 +216,12 @@ def run_alert_marks(run_id: str) -> pd.DataFrame:
     return query("alerts_run_marks", run_id=run_id)
 
 
+@shared
 def run_checkpoints(run_id: str) -> pd.DataFrame:
     return query("run_checkpoints", run_id=run_id)
 
 
+@shared
 def run_prompt_sets(run_id: str) -> list[str]:
     return query("run_prompt_sets", run_id=run_id)["prompt_set"].tolist()
 

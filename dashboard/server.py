@@ -44,6 +44,9 @@ def streamlit_options(*, port: int, address: str) -> dict[str, Any]:
         # most of what an open tab cost while nothing changed. Python's own generational
         # collector still runs; bench/viewers.py measures the difference.
         "runner_postScriptGC": False,
+        # Magic (bare expressions drawn) is unused by the pages; it parses and rewrites a page's
+        # AST whenever Streamlit compiles it.
+        "runner_magicEnabled": False,
     }
 
 

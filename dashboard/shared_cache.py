@@ -28,6 +28,18 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 DEFAULT_MAX_ENTRIES = 4096
 
 
+def hashable(value: Any) -> Any:
+    """``value`` as a cache key part: lists, tuples and sets become tuples, dicts sorted items,
+    all the way down."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(hashable(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted(hashable(v) for v in value))
+    return value
+
+
 def size_of(value: Any) -> int:
     """A cheap estimate of the memory a cached value holds."""
     if isinstance(value, pd.DataFrame):
@@ -124,3 +136,13 @@ results = SharedCache()  # query results and chart specs of all sessions of this
 def frame(df: pd.DataFrame) -> pd.DataFrame:
     """A cached frame for one caller: a shallow copy (copy-on-write keeps the original)."""
     return df.copy(deep=False)
+
+
+def own(value: Any) -> Any:
+    """A cached value for one caller to keep or modify: frames shallow-copied (copy-on-write),
+    lists, dicts and sets copied one level; anything else (immutable) as is."""
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=False)
+    if isinstance(value, (list, dict, set)):
+        return value.copy()
+    return value

@@ -159,15 +159,9 @@ def altair_chart(build: Callable[[], Any], *, key: str, depends: Sequence = (),
     if seen is None or seen[1] is None:
         st.altair_chart(build(), key=key, **options)
         return
-    cache_key = ("chart", connection.source_label(), key, _hashable(depends), seen)
+    cache_key = ("chart", connection.source_label(), key, shared_cache.hashable(depends), seen)
     spec = shared_cache.results.get(cache_key, lambda: _vega_lite_spec(build()))
     st.vega_lite_chart(spec=spec, key=key, **options)  # Streamlit copies the spec it is given
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return tuple(_hashable(v) for v in value)
-    return value
 
 
 def _vega_lite_spec(chart: Any) -> dict:
