@@ -159,7 +159,9 @@ def cmd_serve(args) -> int:
                       detect=not args.no_detect, auth=auth, detector=detector,
                       webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None,
                       kafka_options=_kafka_options(args), max_run_rate=args.max_run_rate,
-                      topic_retention_ms=args.topic_retention_ms)
+                      topic_retention_ms=args.topic_retention_ms,
+                      api_port=None if args.no_api else (
+                          args.api_port if args.api_port is not None else args.port + 1))
     return service.run()
 
 
@@ -259,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(local use only) [env RUNWATCH_AUTH, default password]")
     s.add_argument("--users-file", default=_env("RUNWATCH_USERS_FILE", "runwatch-users.json"),
                    help="users and roles (`runwatch users add`) [env RUNWATCH_USERS_FILE]")
+    s.add_argument("--api-port", type=int,
+                   default=int(_env("RUNWATCH_API_PORT", "0")) or None,
+                   help="live query API port (read-only SQL over HTTP, API tokens) "
+                        "[env RUNWATCH_API_PORT, default --port + 1]")
+    s.add_argument("--no-api", action="store_true", help="do not serve the live query API")
     s.add_argument("--no-detect", action="store_true", help="do not run the change detector")
     s.add_argument("--detect-false-alarm", type=float, default=0.01,
                    help="probability of any false alarm per run over --detect-horizon checkpoints "

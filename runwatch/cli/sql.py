@@ -4,16 +4,22 @@ dashboard's SQL page (:mod:`runwatch.query.guard`).
     runwatch sql --db FILE "SELECT ..."                      # ad-hoc
     runwatch sql --db FILE --query NAME --param run_id=r1    # a named query from queries/
     runwatch sql --list                                      # the named queries
+    runwatch sql --server URL --token T "SELECT ..."         # a running serve's query API
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 
 from runwatch.query import named as queries
 from runwatch.errors import ConfigError
+
+ENV_SERVER = "RUNWATCH_SERVER"
+ENV_TOKEN = "RUNWATCH_TOKEN"
 
 
 def add_arguments(parser) -> None:
@@ -26,6 +32,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", dest="list_queries", action="store_true",
                         help="list the named queries and their parameters")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--server", metavar="URL", default=os.environ.get(ENV_SERVER) or None,
+                        help="ask a running `runwatch serve`'s query API instead of opening a "
+                             f"file [env {ENV_SERVER}]")
+    parser.add_argument("--token", default=None,
+                        help=f"API token for --server (`runwatch users token NAME`) [env {ENV_TOKEN}]")
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -66,6 +77,8 @@ def cmd_sql(args) -> int:
         raise ConfigError("give either SQL text or --query NAME, not both")
     if args.params and not args.named:
         raise ConfigError("--param goes with --query NAME (ad-hoc SQL takes no parameters)")
+    if args.server:
+        return _via_server(args)
     params = None
     if args.named:
         named = queries.load(args.named)
@@ -79,11 +92,53 @@ def cmd_sql(args) -> int:
 
     limits = sql_guard.Limits.from_env()
     sql_guard.check(sql)  # refuse before opening the file
-    con = sql_guard.open_read_only(args.db, limits)
+    from runwatch.store.db import DatabaseLockedError
+
+    try:
+        con = sql_guard.open_read_only(args.db, limits)
+    except DatabaseLockedError as exc:
+        url = served_api(args.db)
+        if url is None:
+            raise
+        raise DatabaseLockedError(
+            f"{exc}. Or ask it: the running `runwatch serve` answers queries on this file at "
+            f"{url}: runwatch sql --server {url} --token TOKEN ...") from None
     try:
         result = sql_guard.run(con, sql, params=params, limits=limits)
     finally:
         con.close()
+    write(result, args.format)
+    if result.truncated:
+        print(f"runwatch: {result.note()}", file=sys.stderr)
+    return 0
+
+
+def served_api(db: str) -> str | None:
+    """The query API URL a running ``runwatch serve`` wrote next to ``db``, if any."""
+    try:
+        return json.loads(Path(f"{db}.api.json").read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _via_server(args) -> int:
+    from runwatch.query.client import Client
+    from runwatch.query.guard import SqlResult
+
+    if args.named and args.query:
+        raise ConfigError("give either SQL text or --query NAME, not both")
+    if args.named:
+        body = {"query": args.named, "params": parse_params(args.params)}
+    elif args.query:
+        if args.params:
+            raise ConfigError("--param goes with --query NAME (ad-hoc SQL takes no parameters)")
+        body = {"sql": args.query}
+    else:
+        raise ConfigError("nothing to run: give SQL text, --query NAME, or --list")
+    client = Client(args.server, args.token or os.environ.get(ENV_TOKEN) or None)
+    answer = client.run(body)
+    result = SqlResult(table=answer.table, truncated=answer.truncated, seconds=answer.seconds,
+                       kind="SELECT", max_rows=answer.max_rows)
     write(result, args.format)
     if result.truncated:
         print(f"runwatch: {result.note()}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``runwatch users add|remove|list``: the dashboard's users file (see runwatch/serve/auth.py)."""
+"""``runwatch users add|remove|list|token``: the dashboard's users file (see runwatch/serve/auth.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def cmd_users(args) -> int:
         users = auth.load_users(path)
         for name, entry in sorted(users.items()):
             kind = "password" if entry.get("password_hash") else "proxy only"
-            print(f"{name}\t{entry['role']}\t{kind}")
+            tokens = entry.get("tokens") or {}
+            ids = ", ".join(f"{i} ({t.get('created', '?')})" for i, t in sorted(tokens.items()))
+            print(f"{name}\t{entry['role']}\t{kind}" + (f"\tAPI tokens: {ids}" if ids else ""))
         if not users:
             print(f"no users in {path}")
         return 0
@@ -42,6 +44,19 @@ def cmd_users(args) -> int:
         auth.add_user(path, args.name, args.role, password)
         print(f"{args.name} ({args.role}) saved in {path}")
         return 0
+    if args.action == "token":
+        if args.revoke:
+            if not auth.revoke_token(path, args.name, args.revoke):
+                raise ConfigError(f"user {args.name!r} has no API token {args.revoke!r} in {path}")
+            print(f"API token {args.revoke} of {args.name} revoked")
+            return 0
+        token_id, token = auth.create_token(path, args.name)
+        print(token)
+        print(f"API token {token_id} for {args.name} saved (hashed) in {path}; it is shown only "
+              f"once. Use it as `runwatch sql --server URL --token TOKEN` or RUNWATCH_TOKEN; "
+              f"revoke it with `runwatch users token {args.name} --revoke {token_id}`.",
+              file=sys.stderr)
+        return 0
     if not auth.remove_user(path, args.name):
         raise ConfigError(f"no user {args.name!r} in {path}")
     print(f"{args.name} removed from {path}")
@@ -50,7 +65,7 @@ def cmd_users(args) -> int:
 
 def register(sub) -> None:
     u = sub.add_parser("users", help="manage the dashboard's users (hashed passwords, roles)")
-    u.add_argument("action", choices=["add", "remove", "list"])
+    u.add_argument("action", choices=["add", "remove", "list", "token"])
     u.add_argument("name", nargs="?")
     u.add_argument("--role", choices=auth.ROLES, default="viewer",
                    help="viewer (read), reviewer (+ act on alerts, label), admin [viewer]")
@@ -59,4 +74,6 @@ def register(sub) -> None:
     u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     u.add_argument("--no-password", action="store_true",
                    help="a role for a user the reverse proxy authenticates (proxy mode)")
+    u.add_argument("--revoke", metavar="TOKEN_ID", default=None,
+                   help="with `token`: revoke this API token of the user instead of creating one")
     u.set_defaults(func=cmd_users)

@@ -177,6 +177,59 @@ def remove_user(path: Path, name: str) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------ API tokens
+#
+# A token is ``rwt_<id>_<secret>`` (id: 8 hex digits, secret: 32 random bytes, url-safe). The
+# users file keeps, per user, ``tokens: {id: {"sha256": ..., "created": ...}}``: the SHA-256 of
+# the whole token (a 256-bit random secret needs no slow hash), never the token itself. Revoking
+# deletes the entry; removing the user removes their tokens.
+
+_TOKEN = re.compile(r"^rwt_([0-9a-f]{8})_[A-Za-z0-9_-]{20,}$")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(path: Path, name: str) -> tuple[str, str]:
+    """A new API token for user ``name``: ``(token_id, token)``; only the hash is stored."""
+    from datetime import datetime, timezone
+
+    users = load_users(path)
+    if name not in users:
+        raise ConfigError(f"no user {name!r} in {path}: add one with `runwatch users add {name}`")
+    token_id = secrets.token_hex(4)
+    token = f"rwt_{token_id}_{secrets.token_urlsafe(32)}"
+    users[name].setdefault("tokens", {})[token_id] = {
+        "sha256": _token_hash(token),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    save_users(path, users)
+    return token_id, token
+
+
+def revoke_token(path: Path, name: str, token_id: str) -> bool:
+    users = load_users(path)
+    tokens = (users.get(name) or {}).get("tokens") or {}
+    if tokens.pop(token_id, None) is None:
+        return False
+    save_users(path, users)
+    return True
+
+
+def token_user(config: AuthConfig, token: str) -> User | None:
+    """The user an API token belongs to (with their role now), or None: unknown, revoked or
+    malformed. Compared in constant time."""
+    match = _TOKEN.match((token or "").strip())
+    if not match:
+        return None
+    token_id, digest = match.group(1), _token_hash(token.strip())
+    for name, entry in load_users(config.users_file).items():
+        stored = ((entry.get("tokens") or {}).get(token_id) or {}).get("sha256")
+        if stored and hmac.compare_digest(stored, digest):
+            return User(name, entry["role"])
+    return None
+
+
 def authenticate(config: AuthConfig, name: str, password: str) -> User | None:
     """The user when the name and password match (password mode), else None."""
     entry = load_users(config.users_file).get(name.strip())

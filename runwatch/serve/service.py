@@ -10,11 +10,14 @@ committed before the file is closed.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 from runwatch.alerts.monitor import DetectorConfig, Monitor
 from runwatch.alerts.publish import ReviewPublisher
@@ -32,8 +35,11 @@ class Service:
                  kafka_options: dict | None = None, detect: bool = True,
                  detector: DetectorConfig | None = None, webhook_url: str | None = None,
                  dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None,
-                 topic_retention_ms: int = -1):
+                 topic_retention_ms: int = -1, api_port: int | None = None):
+        """``api_port``: serve the live query API (:mod:`runwatch.serve.api`) there; None: off."""
         self.db = db
+        self.api_port = api_port
+        self.api = None
         self.headless = headless
         self.port = port
         self.address = address
@@ -123,6 +129,36 @@ class Service:
         self.publisher.publish(control_event("replay_done", record["request_id"], record["target"],
                                              "runwatch-serve", asdict(result)))
 
+    def api_file(self) -> Path:
+        """Where a running service says where its query API is (``runwatch sql --db`` reads it)."""
+        return Path(f"{self.db}.api.json")
+
+    def _start_api(self) -> None:
+        from runwatch.serve.api import QueryApi
+        from runwatch.serve.auth import AuthConfig
+
+        auth = self.auth if self.auth is not None else AuthConfig.from_env()
+        try:
+            self.api = QueryApi(self.store.con, address=self.address, port=self.api_port,
+                                auth=auth, log=lambda line: print(line, flush=True))
+        except OSError as exc:  # the port is taken: the view and the dashboard still run
+            print(f"runwatch serve: query API not started on {self.address}:{self.api_port} "
+                  f"({exc.strerror or exc}); pick another with --api-port N", flush=True)
+            return
+        url = self.api.start()
+        self.api_file().write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        print(f"runwatch serve: query API at {url}", flush=True)
+
+    def _stop_api(self) -> None:
+        if self.api is None:
+            return
+        try:
+            self.api.stop()
+        finally:
+            self.api = None
+            with contextlib.suppress(OSError):
+                self.api_file().unlink()
+
     def run(self) -> int:
         self.worker.start()
         if self.monitor_thread is not None:
@@ -130,6 +166,18 @@ class Service:
         print(f"runwatch serve: materializing {self.materializer.bootstrap_servers} "
               f"({', '.join(self.materializer.topics)}) into {self.db}", flush=True)
         try:
+            # The SQL page and the query API share this database: no file or network access and
+            # no extension loading from SQL, for the whole process, from the start
+            # (runwatch/query/guard.py).
+            from runwatch.query.guard import harden
+
+            cur = self.store.cursor()
+            try:
+                harden(cur)
+            finally:
+                cur.close()
+            if self.api_port is not None:
+                self._start_api()
             if self.headless:
                 signal.signal(signal.SIGTERM, self._stop)
                 signal.signal(signal.SIGINT, self._stop)
@@ -142,21 +190,13 @@ class Service:
 
                 if self.auth is not None:  # the dashboard reads its auth settings from here
                     os.environ.update(self.auth.to_env())
-                # The SQL page shares this database: no file or network access and no extension
-                # loading from SQL, for the whole process, from the start (runwatch/query/guard.py).
-                from runwatch.query.guard import harden
-
-                cur = self.store.cursor()
-                try:
-                    harden(cur)
-                finally:
-                    cur.close()
                 set_service(self.store.con, status=self.status, publisher=self.publisher,
                             version=self.store.data_version)
                 print(f"runwatch serve: dashboard at http://{self.address}:{self.port}", flush=True)
                 serve_dashboard(port=self.port, address=self.address)
         finally:
             self.stop_event.set()
+            self._stop_api()
             self.worker.join(timeout=30)
             try:
                 self._finish()
