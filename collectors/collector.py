@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from runwatch.collectors import distributed, wire
+from runwatch.collectors.canaries import CanaryMixer, CanarySuite
 from runwatch.collectors.errors import CollectorWarning
 from runwatch.collectors.kafka_config import ErrorTrap, explain_failure, security_options
 from runwatch.collectors.scoring import Scorer
@@ -95,6 +96,13 @@ class Collector:
       ``sasl_mechanism``, ``sasl_plain_username``, ``ssl_cafile``...) [None: the security
       settings of ``RUNWATCH_KAFKA_CONFIG`` / ``RUNWATCH_KAFKA_*``, see
       :mod:`runwatch.collectors.kafka_config`; a dict is used as given].
+    - ``canaries``: a canary suite (:class:`~runwatch.collectors.canaries.CanarySuite`, a JSONL
+      path, or a list of canaries) of known-bad and known-fine completions mixed into the
+      scored stream, so the view measures the scorers' misses live [None: no canaries]; see
+      :mod:`runwatch.collectors.canaries`.
+    - ``canary_rate``: canaries per kept sample, in (0, 1] [0.01 with ``canaries``]. They are
+      scored with the real samples, in the same scorer calls; they are not counted in
+      ``offered``/``sampled``/``sent``, but in ``canaries`` (made so far).
     - ``rank`` / ``world_size``: this process's rank and the job's number of processes [None:
       detected, see :mod:`runwatch.collectors.distributed`; pass them only for a launcher that
       sets none of the variables, e.g. ``mp.spawn`` with a collector made before
@@ -127,6 +135,8 @@ class Collector:
         kafka_options: dict | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        canaries=None,
+        canary_rate: float | None = None,
         start: bool = True,
     ):
         if not run_id or not isinstance(run_id, str):
@@ -156,6 +166,14 @@ class Collector:
         self._kafka_options = dict(security_options() if kafka_options is None else kafka_options)
         self._rng = random.Random(seed)
         self._key = run_id.encode()
+        if canaries is None:
+            if canary_rate:
+                raise ValueError("canary_rate needs canaries (a canary suite: a JSONL path or a "
+                                 "CanarySuite)")
+            self._canaries = None
+        else:
+            self._canaries = CanaryMixer(CanarySuite.of(canaries),
+                                         0.01 if canary_rate is None else canary_rate, seed=seed)
         self._ranks = distributed.given(rank, world_size) or distributed.detect()
         self.rank = self._ranks.rank
         self.world_size = self._ranks.world_size
@@ -359,7 +377,8 @@ class Collector:
                     "inflight_bytes": self._inflight_bytes,
                     "queued": self._pending, "spool_messages": len(self.spool),
                     "spool_bytes": self.spool.size_bytes, "broker_down": self._down,
-                    "last_errors": list(self._errors)}
+                    "last_errors": list(self._errors),
+                    **({} if self._canaries is None else {"canaries": self._canaries.made})}
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is sent or spooled; True if it finished in time."""
@@ -540,7 +559,11 @@ class Collector:
          meta, keep, created_at) = item
         sub_prompts = [prompts[i] for i in keep]
         sub_completions = [completions[i] for i in keep]
-        per_sample: list[list[dict]] = [[] for _ in keep]
+        canaries = self._canaries.take(len(keep)) if self._canaries is not None else ()
+        for _, c in canaries:  # scored in the same calls as the real samples
+            sub_prompts.append(c.prompt)
+            sub_completions.append(c.completion)
+        per_sample: list[list[dict]] = [[] for _ in sub_completions]
         for scorer in self.scorers:
             try:
                 results = scorer.score_batch(sub_prompts, sub_completions)
@@ -575,6 +598,18 @@ class Collector:
                 "cue": None if cues is None else cues[i],
                 "scores": per_sample[j], "created_at": created_at, "meta": meta,
             })
+        for j, (seq, c) in enumerate(canaries, len(keep)):
+            self._seq += 1
+            records.append({
+                "schema_version": wire.SCHEMA_VERSION, "kind": "sample",
+                "sample_id": f"{self._id_prefix}{self._seq:x}", "run_id": self.run_id,
+                "step": step, "prompt_set": wire.CANARY_PROMPT_SET, "prompt_id": c.canary_id,
+                "prompt": c.prompt, "completion": c.completion, "source": "canary",
+                "reward": None, "pair_id": None, "cue": None, "scores": per_sample[j],
+                "created_at": created_at, "meta": None,
+                "canary": {"category": c.category, "expected": c.expected, "seq": seq,
+                           "collector_id": self.collector_id},
+            })
         with self._lock:
             self._pending -= len(keep)
         return records
@@ -585,7 +620,8 @@ class Collector:
             self._events_lost[reason] += events
 
     def _send_records(self, topic: str, records: list[dict]) -> None:
-        n = sum(1 for r in records if r.get("kind") == "sample")
+        # samples the counters count: canaries have their own count (the view finds them by seq)
+        n = sum(1 for r in records if r.get("kind") == "sample" and r.get("source") != "canary")
         try:
             value = wire.encode_batch(self.run_id, records)
         except (TypeError, ValueError) as exc:
@@ -798,6 +834,8 @@ class Collector:
         body["events_lost"] = s["events_lost"]
         if s["events_lost_by_reason"]:
             body["events_lost_by_reason"] = s["events_lost_by_reason"]
+        if "canaries" in s:
+            body["canaries"] = s["canaries"]
         self._send_records(self.topics["runs"], [wire.run_event(
             "collector_stats", self.run_id, stats=body, collector_id=self.collector_id,
             rank=self.rank, world_size=self.world_size)])

@@ -23,7 +23,8 @@ SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "wire-v1.schema.json"
 SAMPLE_KINDS = frozenset({"sample"})
 RUN_EVENT_KINDS = frozenset({"run_started", "checkpoint", "run_finished", "collector_stats"})
-SOURCES = ("probe", "rollout")
+SOURCES = ("probe", "rollout")  # what a job may log; the collector adds "canary" itself
+CANARY_PROMPT_SET = "canary"  # prompt_set of the canaries the collector mixes in
 
 
 def topics(prefix: str = "runwatch") -> dict[str, str]:

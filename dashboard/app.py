@@ -56,6 +56,10 @@ pages = [
     st.Page(
         "views/quality.py", title="Scorer quality", icon=":material/fact_check:", url_path="quality"
     ),
+    st.Page(
+        "views/health.py", title="Monitor health", icon=":material/health_and_safety:",
+        url_path="health",
+    ),
     st.Page("views/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]
 

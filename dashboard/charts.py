@@ -481,3 +481,32 @@ def scorer_quality(est: pd.DataFrame, measure: str) -> alt.LayerChart:
     )
     dot = base.mark_point(filled=True, size=80).encode(x=f"{measure}:Q", tooltip=tooltip)
     return alt.layer(err, dot).properties(height=alt.Step(26), title=measure)
+
+
+def canary_recall(by_step: pd.DataFrame) -> alt.LayerChart:
+    """Canary recall per checkpoint, one line per scorer (the ensemble dashed), one panel per
+    category, with the exact 95% interval as a band."""
+    df = by_step[by_step["n_bad"] > 0]
+    base = alt.Chart(df).encode(
+        x=alt.X("step:Q", title="checkpoint (step)"),
+        color=alt.Color("scorer:N", title="scorer"),
+    )
+    tooltip = [
+        alt.Tooltip("step:Q"), alt.Tooltip("scorer:N"), alt.Tooltip("category:N"),
+        alt.Tooltip("recall:Q", format=PCT), alt.Tooltip("recall_low:Q", format=PCT, title="95% low"),
+        alt.Tooltip("recall_high:Q", format=PCT, title="95% high"),
+        alt.Tooltip("caught:Q"), alt.Tooltip("n_bad:Q", title="bad canaries"),
+    ]
+    band = base.mark_area(opacity=0.15).encode(
+        y=alt.Y("recall_low:Q", axis=alt.Axis(format="%", title="canary recall"),
+                scale=alt.Scale(domain=[0, 1])),
+        y2="recall_high:Q",
+    )
+    line = base.mark_line(point=len(df["step"].unique()) <= MAX_POINTS).encode(
+        y="recall:Q",
+        strokeDash=alt.condition(alt.datum.scorer == "ensemble (any)", alt.value([6, 3]),
+                                 alt.value([1, 0])),
+        tooltip=tooltip,
+    )
+    return alt.layer(band, line).properties(height=HEIGHT - 40, width=250).facet(
+        facet=alt.Facet("category:N", title=None), columns=3)

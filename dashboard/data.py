@@ -20,7 +20,7 @@ import streamlit as st
 
 from runwatch.dashboard import connection, shared_cache
 from runwatch.detect.intervals import newcombe_difference, wilson
-from runwatch.detect import quality
+from runwatch.detect import canaries, quality
 from runwatch.query import named as queries
 from runwatch.store.store import TOP_K
 
@@ -543,3 +543,34 @@ def quality_disagreements(
         unlabelled_first=bool(unlabelled_first),
         limit=int(limit),
     )
+
+
+# ------------------------------------------------------------------------ monitor health
+
+
+def canary_runs() -> list[str]:
+    """Runs with canaries, newest first."""
+    return query("canary_runs")["run_id"].tolist()
+
+
+@shared
+def canary_recall(run_id: str, by_step: bool = False) -> pd.DataFrame:
+    """Canary recall / false positives per scorer x category (and the ensemble), with exact
+    Clopper-Pearson intervals and the miss-rate bound (:mod:`runwatch.detect.canaries`)."""
+    return canaries.with_intervals(query("canary_recall", run_id=run_id, by_step=by_step))
+
+
+def canary_delivery(run_id: str) -> pd.DataFrame:
+    """Per collector: canaries made (its report) against stored in the view, and missing."""
+    return query("canary_delivery", run_id=run_id)
+
+
+def canary_misses(run_id: str, scorer: str = "", category: str = "", limit: int = 20) -> pd.DataFrame:
+    return query("canary_misses", run_id=run_id, scorer=scorer, category=category, limit=int(limit))
+
+
+def monitor_alerts(run_id: str) -> pd.DataFrame:
+    """The run's alerts about the monitor itself (canary recall, canary loss)."""
+    if not has_alerts():
+        return pd.DataFrame()
+    return query("alerts_monitor", run_id=run_id)

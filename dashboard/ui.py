@@ -33,6 +33,7 @@ PAGE_PROMPT = "views/prompt_history.py"
 PAGE_COMPARE = "views/compare.py"
 PAGE_ALERTS = "views/alerts.py"
 PAGE_QUALITY = "views/quality.py"
+PAGE_HEALTH = "views/health.py"
 
 _WRITTEN = "_rw_qp_written"  # query-param values this session last wrote, by name
 _CHOSEN = "_rw_chosen"  # last choice per parameter, carried across pages

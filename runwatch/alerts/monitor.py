@@ -45,7 +45,9 @@ from runwatch.query import named as queries
 from runwatch.alerts.records import DETECTOR_ACTOR, alert_event
 from runwatch.detect import Dispersion, detect, gap_counts, high_reward_flagged_counts
 from runwatch.detect import calibration as cal
+from runwatch.detect.canaries import ENSEMBLE, clopper_pearson
 from runwatch.detect.detector import wilson_interval
+from runwatch.collectors.wire import CANARY_PROMPT_SET
 
 log = logging.getLogger("runwatch.monitor")
 
@@ -89,6 +91,7 @@ class Series:
     ns: np.ndarray
     cue: str = ""                 # evidence: samples of this cue
     min_reward: float | None = None  # evidence: samples with at least this reward
+    scorer: str = ""              # canary_recall: the scorer (or the ensemble)
 
 
 def alert_id_for(run_id: str, series: str, opened_step: int, rule: str) -> str:
@@ -173,6 +176,79 @@ def gap_series(cur, run_id: str, max_step: int) -> list[Series]:
     return out
 
 
+def canary_series(cur, run_id: str, max_step: int) -> list[Series]:
+    """Misses among the known-bad canaries per checkpoint, per scorer x category and for the
+    ensemble: the detector watches the miss rate rise (recall fall) like any failure rate."""
+    rows = _rows(cur, "canary_recall", run_id=run_id, by_step=True, max_step=max_step)
+    out = []
+    by_key: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+    for step, scorer, category, n_bad, _caught, missed, *_ in rows:
+        if n_bad:
+            by_key.setdefault((scorer, category), []).append((step, missed, n_bad))
+    for (scorer, category), points in sorted(by_key.items()):
+        steps, missed, n = (np.array(c, dtype=np.int64) for c in zip(*points))
+        out.append(Series(f"canary/{category}/{scorer}", "canary_recall", category,
+                          CANARY_PROMPT_SET, steps, missed, n, scorer=scorer))
+    return out
+
+
+CANARY_LOSS_RULE = "canary-loss/1"
+
+
+def canary_loss_events(cur, run_id: str, max_step: int, complete: bool,
+                       stored: dict[str, tuple], now: float) -> list[dict]:
+    """An alert when canaries the collector made never reached the view: holes in a collector's
+    seq (complete checkpoints only), and once the run is complete, what a collector reported
+    making but the view never stored. Deterministic: opened at the first checkpoint with a hole
+    (or the last one, for a tail only), so every view of the same data opens the same alert."""
+    per_step = _rows(cur, "monitor_canary_loss", run_id=run_id, max_step=max_step)
+    if not per_step:
+        return []
+    steps = [int(r[0]) for r in per_step]
+    stored_n = [int(r[1]) for r in per_step]
+    missing = [int(r[2]) for r in per_step]
+    if complete:
+        tail = sum(max(0, int(r[4])) - int(r[5]) for r in _rows(cur, "canary_delivery", run_id=run_id))
+        missing[-1] += max(0, tail)
+    if not any(missing):
+        return []
+    first = next(i for i, m in enumerate(missing) if m)
+    alert_id = alert_id_for(run_id, "canary_loss", steps[first], CANARY_LOSS_RULE)
+    last_step, stored_severity, stored_missing = stored.get(alert_id, (None, None, None))
+    total_missing = sum(missing)
+    if last_step is not None and last_step >= steps[-1] and stored_missing == total_missing:
+        return []  # nothing new since the view's snapshot
+    expected = sum(stored_n) + total_missing
+    share = total_missing / expected
+    lo, hi = clopper_pearson(total_missing, expected)
+    cumulative, evidence = 0, []
+    for step, n, m in zip(steps, stored_n, missing):
+        cumulative += m
+        r_lo, r_hi = clopper_pearson(m, n + m)
+        evidence.append({"step": step, "flagged": m, "n": n + m, "rate": m / (n + m),
+                         "rate_low": r_lo, "rate_high": r_hi, "statistic": float(cumulative),
+                         "threshold": 0.5, "fired": cumulative > 0})
+    body = {
+        "run_id": run_id, "series": "canary_loss", "series_kind": "canary_loss",
+        "category": "canaries", "prompt_set": CANARY_PROMPT_SET, "rule": CANARY_LOSS_RULE,
+        "opened_step": steps[first], "change_step": steps[first], "last_step": steps[-1],
+        "severity": "high" if share >= 0.01 else "medium",
+        "statistic": float(total_missing), "threshold": 0.5,
+        "baseline_rate": 0.0, "baseline_low": 0.0, "baseline_high": 0.0,
+        "current_rate": share, "current_low": lo, "current_high": hi,
+        "evidence": evidence, "top_samples": [],
+        "detector": {"algorithm": CANARY_LOSS_RULE, "complete": complete,
+                     "missing": total_missing, "expected": expected},
+    }
+    if last_step is None:
+        action, event_id = "opened", f"{alert_id}:opened"
+    elif SEVERITY_RANK[body["severity"]] > SEVERITY_RANK.get(stored_severity or "", 0):
+        action, event_id = "escalated", f"{alert_id}:escalated:{body['severity']}"
+    else:
+        action, event_id = "updated", f"{alert_id}:updated:{steps[-1]}:{total_missing}"
+    return [alert_event(alert_id, action, DETECTOR_ACTOR, event_id=event_id, ts=now, **body)]
+
+
 @dataclass
 class _RewardCache:
     """Per run: rewards and per-category flags of complete checkpoints (they never change)."""
@@ -246,12 +322,20 @@ def snapshot(run_id: str, s: Series, det, config: DetectorConfig, cur) -> dict:
                 for step, x, n, r, lo, hi, w, h, f in zip(
                     s.steps, s.counts, s.ns, det.rate, det.rate_low, det.rate_high,
                     det.statistic, det.threshold, det.fired)]
-    top = _rows(cur, "monitor_top_samples", run_id=run_id, category=s.category,
-                prompt_set=s.prompt_set, cue=s.cue, min_reward=s.min_reward,
-                from_step=int(s.steps[cp]), to_step=int(s.steps[last]), limit=config.top_samples)
-    top_samples = [{"sample_id": r[0], "step": int(r[1]), "prompt_set": r[2], "prompt_id": r[3],
-                    "prompt": r[4], "completion": r[5], "scorer": r[6], "score": _num(r[7])}
-                   for r in top]
+    if s.kind == "canary_recall":  # evidence: the canaries it missed
+        scorer = "" if s.scorer == ENSEMBLE else s.scorer
+        top = _rows(cur, "canary_misses", run_id=run_id, scorer=scorer, category=s.category,
+                    limit=config.top_samples)
+        top_samples = [{"sample_id": r[5], "step": int(r[0]), "prompt_set": CANARY_PROMPT_SET,
+                        "prompt_id": r[2], "prompt": "", "completion": r[3], "scorer": s.scorer,
+                        "score": None, "scores": r[4]} for r in top]
+    else:
+        top = _rows(cur, "monitor_top_samples", run_id=run_id, category=s.category,
+                    prompt_set=s.prompt_set, cue=s.cue, min_reward=s.min_reward,
+                    from_step=int(s.steps[cp]), to_step=int(s.steps[last]), limit=config.top_samples)
+        top_samples = [{"sample_id": r[0], "step": int(r[1]), "prompt_set": r[2], "prompt_id": r[3],
+                        "prompt": r[4], "completion": r[5], "scorer": r[6], "score": _num(r[7])}
+                       for r in top]
     return {
         "run_id": run_id, "series": s.key, "series_kind": s.kind, "category": s.category,
         "prompt_set": s.prompt_set, "rule": config.rule, "opened_step": int(s.steps[k0]),
@@ -384,8 +468,15 @@ class Monitor:
         if rewarded:
             cache = self._rewards.setdefault(run_id, _RewardCache())
             series += reward_series(cur, run_id, upto, cache, self.config.reward_top_fraction)
-        stored = {a: (ls, sev) for a, _s, ls, sev in _rows(cur, "monitor_alert_state", run_id=run_id)}
-        return evaluate_run(cur, run_id, series, self.config, stored, now)
+        rows = _rows(cur, "monitor_alert_state", run_id=run_id)
+        stored = {a: (ls, sev) for a, _s, ls, sev, _stat in rows}
+        # The monitor's own health: the same test and false-alarm control, as a family of its
+        # own, so that canaries change nothing about the behaviour alerts (not even thresholds).
+        return (evaluate_run(cur, run_id, series, self.config, stored, now)
+                + evaluate_run(cur, run_id, canary_series(cur, run_id, upto), self.config,
+                               stored, now)
+                + canary_loss_events(cur, run_id, upto, complete,
+                                     {a: (ls, sev, stat) for a, _s, ls, sev, stat in rows}, now))
 
     def _publish(self, records: list[dict]) -> None:
         if self.publisher is None:

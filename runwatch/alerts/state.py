@@ -15,8 +15,9 @@ views (or a view rebuilt from Kafka) that hold the same events show the same sta
 The detector's snapshot (``body`` of opened/updated/escalated; the columns of ``alerts``):
 
 * ``run_id``, ``series`` (``rate/<category>/<prompt_set>``, ``gap/<category>``,
-  ``reward/<category>``), ``series_kind`` (``rate`` | ``consistency_gap`` |
-  ``high_reward_flagged``), ``category``, ``prompt_set`` ('' when the series spans sets), ``rule``;
+  ``reward/<category>``; the monitor's health: ``canary/<category>/<scorer>``, ``canary_loss``),
+  ``series_kind`` (``rate`` | ``consistency_gap`` | ``high_reward_flagged`` | ``canary_recall`` |
+  ``canary_loss``), ``category``, ``prompt_set`` ('' when the series spans sets), ``rule``;
 * ``opened_step`` (first checkpoint over the threshold), ``change_step`` (estimated first changed
   checkpoint), ``last_step``; ``severity`` (``low`` | ``medium`` | ``high``);
 * ``statistic`` and ``threshold`` at ``last_step``; ``baseline_rate/_low/_high`` and

@@ -17,11 +17,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from runwatch.collectors.canaries import default_suite_path
 from runwatch.errors import RunwatchError
 from runwatch.resources import demo_dir
 
 DEMO_DIR = demo_dir()
 SCENARIOS = ("drift", "reward-hacking")
+DEMO_CANARY_RATE = 0.1  # canaries per kept sample: ~32 per checkpoint (Monitor health page)
 RATE_SQL = ("SELECT step, category, sum(n_scored) AS n, round(sum(n_flagged) / sum(n_scored), 3) AS rate "
             "FROM checkpoint_categories WHERE run_id = '{run_id}' AND prompt_set <> 'rollouts' "
             "GROUP BY ALL ORDER BY category, step")
@@ -140,7 +142,8 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
                               kafka_options={}, scorers=scorers, spool_dir=DEMO_DIR / "spool" / run_id,
                               config={"scenario": scenario, "quick": quick, "seed": seed},
                               metadata={"source": "runwatch demo", "host": os.uname().nodename},
-                              close_timeout=60)
+                              close_timeout=60, canaries=default_suite_path(),
+                              canary_rate=DEMO_CANARY_RATE)
         workdir = DEMO_DIR / "runs" / run_id
         _say(f"training ({scenario}{', quick' if quick else ''}); run id {run_id}")
         if scenario == "drift":
@@ -169,7 +172,9 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
             _print_sql(db, rate_sql)
         else:
             _say(f"dashboard: http://127.0.0.1:{port}/?run={run_id}  (Ctrl-C stops everything)")
-            _say(f"after stopping, SQL on the data: runwatch sql --db {db} \"{rate_sql}\"")
+            _say(f"SQL on the live data (or a notebook: runwatch.connect(\"http://127.0.0.1:"
+                 f"{port + 1}\")): runwatch sql --server http://127.0.0.1:{port + 1} \"{rate_sql}\"")
+            _say(f"after stopping: runwatch sql --db {db} \"...\"")
             while serve.poll() is None:
                 time.sleep(0.5)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from runwatch import __version__
+from runwatch.collectors import canaries
 from runwatch.errors import BrokerError, ConfigError, RunwatchError
 from runwatch.resources import cache_root
 
@@ -179,7 +180,8 @@ def cmd_loadgen(args) -> int:
     result = run_loadgen(bootstrap_servers=args.bootstrap, runs=args.runs,
                          checkpoints=args.checkpoints, samples=args.samples, seed=args.seed,
                          rate=args.rate, topic_prefix=args.topic_prefix,
-                         kafka_options=_kafka_options(args), progress=not args.quiet)
+                         kafka_options=_kafka_options(args), progress=not args.quiet,
+                         **canaries.collector_options(args))
     print(f"produced {result.samples} samples for {len(result.runs)} run(s) in "
           f"{result.seconds:.2f} s ({result.rate:,.0f} samples/s); dropped {result.dropped}")
     return 0 if result.dropped == 0 else 4
@@ -297,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rate", type=float, default=None, help="samples per second (all runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    canaries.add_arguments(g)
     g.set_defaults(func=cmd_loadgen)
     d = sub.add_parser("demo", help="broker + monitor + a real training job whose behaviour drifts")
     d.add_argument("--db", default=None, help="DuckDB file [var/demo/demo.duckdb]")

@@ -24,19 +24,29 @@ class SyntheticScorer(Scorer):
     name = "synthetic"
     categories = CATEGORIES
 
-    def __init__(self, seed: int, base_rate: float = 0.02, drift_rate: float = 0.10):
+    def __init__(self, seed: int, base_rate: float = 0.02, drift_rate: float = 0.10,
+                 canaries=None, canary_recall: float = 0.98, canary_fp: float = 0.02):
         self._rng = random.Random(seed)
         self.base_rate = base_rate
         self.drift_rate = drift_rate
+        # A model of a good scorer on the canaries (it reads no meaning into text): a known-bad
+        # completion is flagged for its category with probability canary_recall, a known-fine
+        # one with canary_fp.
+        self._canaries = {c.completion: (c.category, c.expected) for c in (canaries or ())}
+        self.canary_recall = canary_recall
+        self.canary_fp = canary_fp
 
     def score_batch(self, prompts, completions):
         rnd = self._rng.random
         out = []
         for text in completions:
             drifting = DRIFT_MARK in text
+            known = self._canaries.get(text)
             row = []
             for i, cat in enumerate(CATEGORIES):
                 rate = self.drift_rate if (i == 0 and drifting) else self.base_rate
+                if known is not None and known[0] == cat:
+                    rate = self.canary_recall if known[1] == "bad" else self.canary_fp
                 flagged = rnd() < rate
                 score = 0.5 + 0.5 * rnd() if flagged else 0.5 * rnd()
                 row.append(Score(cat, round(score, 4), flagged, 0.5))
@@ -61,8 +71,12 @@ def run_loadgen(*, bootstrap_servers: str, runs: int, checkpoints: int, samples:
                 seed: int = 0, rate: float | None = None, topic_prefix: str = "runwatch",
                 run_prefix: str = "loadgen", spool_dir: str | None = None,
                 kafka_options: dict | None = None, progress: bool = False,
-                close_timeout: float = 60.0) -> LoadgenResult:
-    """Produce ``runs x checkpoints x samples`` scored samples; returns counts and timing."""
+                close_timeout: float = 60.0, canaries=None,
+                canary_rate: float | None = None) -> LoadgenResult:
+    """Produce ``runs x checkpoints x samples`` scored samples; returns counts and timing.
+
+    With ``canaries`` (a suite) every collector mixes them in at ``canary_rate``; the synthetic
+    scorer catches the known-bad ones 98% of the time."""
     rng = random.Random(seed)
     texts = [f"synthetic completion {i} " + " ".join(rng.choice(("the", "model", "said", "ok", "done",
                                                                   "hurt", "fine"))
@@ -71,14 +85,14 @@ def run_loadgen(*, bootstrap_servers: str, runs: int, checkpoints: int, samples:
     collectors = []
     for r in range(runs):
         run_id = f"{run_prefix}-{seed}-{r}"
-        scorer = SyntheticScorer(seed * 1000 + r)
+        scorer = SyntheticScorer(seed * 1000 + r, canaries=canaries)
         collectors.append(Collector(
             run_id=run_id, bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix,
             scorers=[scorer], config={"loadgen": True, "checkpoints": checkpoints, "samples": samples},
             metadata={"source": "runwatch loadgen", "seed": seed},
             spool_dir=None if spool_dir is None else f"{spool_dir}/{run_id}",
             max_queue_samples=max(200_000, samples * 2), kafka_options=kafka_options,
-            close_timeout=close_timeout))
+            close_timeout=close_timeout, canaries=canaries, canary_rate=canary_rate))
     chunk = 500
     total = runs * checkpoints * samples
     bar = None

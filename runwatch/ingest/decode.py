@@ -44,14 +44,16 @@ MIN_TS = -62135596800.0  # event ts: 0001-01-01T00:00:00Z, what Python's datetim
 MAX_TS = 253402300800.0  # ...up to 10000-01-01T00:00:00Z (exclusive)
 MAX_CREATED_AT = 9.2e12  # sample created_at: |seconds| below this fit a TIMESTAMP (int64 microseconds)
 EXACT_CREATED_AT = 5e11  # below this, float64(seconds) * 1e6 is exact for integer seconds (< 2**53)
-SOURCES = frozenset({"probe", "rollout"})
+SOURCES = frozenset({"probe", "rollout", "canary"})
+EXPECTED = frozenset({"bad", "fine"})  # canary.expected
 RUN_STATUSES = frozenset({"completed", "failed", "aborted"})
 STATS_REQUIRED = ("offered", "sampled", "sent", "spooled", "resent", "dropped")
-STATS_OPTIONAL = ("events_lost",)  # collectors since 0.2
+STATS_OPTIONAL = ("events_lost", "canaries")  # collectors since 0.2 / with canaries
 
 _SAMPLE_FIELDS = frozenset({
     "schema_version", "kind", "sample_id", "run_id", "step", "prompt_set", "prompt_id", "prompt",
-    "completion", "source", "reward", "pair_id", "cue", "scores", "created_at", "meta"})
+    "completion", "source", "reward", "pair_id", "cue", "scores", "created_at", "meta", "canary"})
+_CANARY_FIELDS = frozenset({"category", "expected", "seq", "collector_id"})
 _SCORE_FIELDS = frozenset({"scorer", "category", "score", "flagged", "threshold"})
 _EVENT_FIELDS = {
     "run_started": frozenset({"config", "metadata", "world_size"}),
@@ -210,6 +212,8 @@ def _sample_ok(r: dict) -> bool:
     v = r.get("meta")
     if v is not None and (type(v) is not dict or (v and _too_deep(v))):
         return False
+    if _canary_problem(r) is not None:
+        return False
     scores = r.get("scores")
     if type(scores) is not list or len(scores) > MAX_SCORES:
         return False
@@ -230,6 +234,29 @@ def _sample_ok(r: dict) -> bool:
     return True
 
 
+def _canary_problem(r: dict) -> str | None:
+    """A canary (source 'canary') carries a valid ``canary`` object; no other sample has one."""
+    c = r.get("canary")
+    if r.get("source") != "canary":
+        return None if "canary" not in r else "field 'canary' is only for samples with source 'canary'"
+    if type(c) is not dict:
+        return ("a sample with source 'canary' needs the field 'canary'" if c is None
+                else f"field 'canary' must be an object, got {type(c).__name__}")
+    for f in ("category", "collector_id"):
+        v = c.get(f)
+        if type(v) is not str or not 0 < len(v) <= MAX_ID:
+            return f"canary.{f} must be a string of 1-{MAX_ID} characters, got {v!r}"
+    if not _one_of(c.get("expected"), EXPECTED):
+        return f"canary.expected must be 'bad' or 'fine', got {c.get('expected')!r}"
+    v = c.get("seq")
+    if type(v) is not int or not 1 <= v <= MAX_INT64:
+        return f"canary.seq must be an integer in 1..{MAX_INT64}, got {v!r}"
+    unknown = c.keys() - _CANARY_FIELDS
+    if unknown:  # kept nowhere: canary_samples has no extra column
+        return f"canary has unknown field(s) {', '.join(sorted(unknown))}"
+    return None
+
+
 def validate_sample(r: dict) -> None:
     if _sample_ok(r):
         return
@@ -244,7 +271,9 @@ def validate_sample(r: dict) -> None:
     _text(r, "prompt")
     _text(r, "completion")
     if not _one_of(r.get("source"), SOURCES):
-        raise Invalid(f"field 'source' must be 'probe' or 'rollout', got {r.get('source')!r}")
+        raise Invalid(f"field 'source' must be 'probe', 'rollout' or 'canary', got {r.get('source')!r}")
+    if (problem := _canary_problem(r)) is not None:
+        raise Invalid(problem)
     _number(r.get("reward"), "reward", optional=True)
     _opt_str(r, "pair_id")
     _opt_str(r, "cue")
@@ -483,6 +512,7 @@ class SampleRow:
     cue: str | None
     meta: str | None  # already the stored JSON text (see meta_json)
     extra: str | None = None  # samples.extra: fields this version does not know (JSON text)
+    canary: dict | None = None  # source 'canary' only: category, expected, seq, collector_id
 
 
 def _float(v):
@@ -497,7 +527,7 @@ def sample_row(r: dict) -> SampleRow:
         [ScoreRow(s["scorer"], s["category"], float(s["score"]), s["flagged"], _float(s.get("threshold")))
          for s in r["scores"]],
         r["created_at"], _float(r.get("reward")), r.get("pair_id"), r.get("cue"), meta_json(r.get("meta")),
-        _extra_json(r))
+        _extra_json(r), r.get("canary"))
 
 
 def _extra_json(r: dict) -> str | None:
@@ -533,6 +563,12 @@ if msgspec is not None:
         flagged: bool
         threshold: _Finite | None = None
 
+    class _FastCanary(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        category: _Id
+        expected: Literal["bad", "fine"]
+        seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_INT64)]
+        collector_id: _Id
+
     class _FastSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         schema_version: Literal[1]
         kind: Literal["sample"]
@@ -543,13 +579,14 @@ if msgspec is not None:
         prompt_id: _Id
         prompt: _Text
         completion: _Text
-        source: Literal["probe", "rollout"]
+        source: Literal["probe", "rollout", "canary"]
         scores: Annotated[list[_FastScore], msgspec.Meta(max_length=MAX_SCORES)]
         created_at: _Time
         reward: _Finite | None = None
         pair_id: _ShortStr | None = None
         cue: _ShortStr | None = None
         meta: msgspec.Raw = _NULL  # replaced by its stored JSON text (or None) before it leaves
+        canary: _FastCanary | None = None  # a dict (as SampleRow.canary) once it leaves
 
     class _FastBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         schema_version: Literal[1]
@@ -597,6 +634,12 @@ def decode_fast(value: bytes) -> list | None:
     for r in records:
         if r.run_id != run_id:
             return None
+        if r.canary is not None or r.source == "canary":
+            if r.canary is None or r.source != "canary":
+                return None  # the slow path names the reason
+            c = r.canary
+            r.canary = {"category": c.category, "expected": c.expected, "seq": c.seq,
+                        "collector_id": c.collector_id}
         if r.meta == null:
             r.meta = None
         else:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from runwatch.collectors import canaries
 from runwatch.errors import ConfigError, RunwatchError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -851,7 +852,8 @@ def cmd_watch(args) -> int:
         temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
         tokenizer=args.tokenizer, state_file=args.state_file, settle_seconds=args.settle_seconds,
         device=args.device, spool_dir=args.spool_dir, retry_failed=args.retry_failed,
-        progress=not args.no_progress, collector_options={"kafka_options": security})
+        progress=not args.no_progress,
+        collector_options={"kafka_options": security, **canaries.collector_options(args)})
     stop = threading.Event()
     status = "failed"
     try:
@@ -921,6 +923,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="evaluate again, once, the checkpoints recorded as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    canaries.add_arguments(p)
     p.set_defaults(func=cmd_watch)
 
 

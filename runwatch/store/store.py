@@ -13,6 +13,10 @@ Exactly-once protocol (``Store.apply``), one DuckDB transaction per consumed bat
    per-checkpoint aggregates (``checkpoint_categories``, ``checkpoint_sets``) and their highest
    scores to ``checkpoint_top_scores`` (kept to ``TOP_K`` per run, step and category) - so the
    aggregates can never count a sample twice.
+   Canaries (samples with ``source = 'canary'``) are not in these tables: they go to
+   ``canary_samples`` / ``canary_scores`` (step 2c, ``ON CONFLICT (sample_id) DO NOTHING
+   RETURNING`` every time - they are a few per thousand samples - and scores only for the
+   canaries really inserted), so no aggregate can count them.
 4. Insert the run events not stored before (``event_id``; a repeat inside the batch keeps its
    first), then apply the new ones to ``runs``, ``checkpoints`` and ``run_collectors``: a few
    set-based statements whose result is that of applying the events one by one in the order
@@ -70,18 +74,24 @@ class Batch:
     received: int = 0  # samples added (repeats inside the batch included)
     pending: list = field(default_factory=list)  # decoded samples not staged yet
     pending_from: list[tuple[int, int, int]] = field(default_factory=list)  # per message: (count, partition, offset)
+    canaries: list[tuple] = field(default_factory=list)  # (canary sample, partition, offset)
     sample_chunks: list[pa.RecordBatch] = field(default_factory=list)
     score_chunks: list[pa.RecordBatch] = field(default_factory=list)
     staged: _Staged | None = None
     staged_events: pa.Table | None = None
+    staged_canaries: tuple[pa.Table, pa.Table] | None = None  # canary_samples, canary_scores rows
     # (sql, params) run in the batch's transaction, before its COMMIT (dead-letter replays)
     also_execute: tuple[str, list] | None = None
 
     def __len__(self) -> int:
-        return self.received + len(self.events) + len(self.dead) + len(self.reviews)
+        return (self.received + len(self.canaries) + len(self.events) + len(self.dead)
+                + len(self.reviews))
 
     def add(self, topic: str, partition: int, offset: int, samples, events, dead) -> None:
         """One decoded message (see :func:`runwatch.ingest.decode.decode`)."""
+        if samples and any(r.canary is not None for r in samples):  # canaries: their own tables
+            self.canaries += [(r, partition, offset) for r in samples if r.canary is not None]
+            samples = [r for r in samples if r.canary is None]
         if samples:
             self.pending += samples
             self.pending_from.append((len(samples), partition, offset))
@@ -123,6 +133,8 @@ class Batch:
             self.sample_chunks = self.score_chunks = []
         if self.staged_events is None and self.events:
             self.staged_events = _stage_events(self.events)
+        if self.staged_canaries is None and self.canaries:
+            self.staged_canaries = _stage_canaries(self.canaries)
         return self
 
 
@@ -232,6 +244,56 @@ def _stage(sample_chunks: list, score_chunks: list, received: int) -> _Staged:
     return _Staged(samples, scores, received)
 
 
+def _stage_canaries(canaries: list[tuple]) -> tuple[pa.Table, pa.Table]:
+    """canary_samples and canary_scores rows (a sample_id repeated in the batch keeps its first);
+    a few per thousand samples, so plain Python."""
+    first: dict[str, tuple] = {}
+    for entry in canaries:
+        first.setdefault(entry[0].sample_id, entry)
+    recs = list(first.values())
+    micros = [int(r.created_at * 1_000_000) for r, _, _ in recs]
+    rows = pa.table({
+        "sample_id": _strings([r.sample_id for r, _, _ in recs]),
+        "run_id": _strings([r.run_id for r, _, _ in recs]),
+        "step": pa.array([r.step for r, _, _ in recs], pa.int64()),
+        "collector_id": _strings([r.canary["collector_id"] for r, _, _ in recs]),
+        "seq": pa.array([r.canary["seq"] for r, _, _ in recs], pa.int64()),
+        "canary_id": _strings([r.prompt_id for r, _, _ in recs]),
+        "category": _strings([r.canary["category"] for r, _, _ in recs]),
+        "expected": _strings([r.canary["expected"] for r, _, _ in recs]),
+        "prompt": _strings([r.prompt for r, _, _ in recs]),
+        "completion": _strings([r.completion for r, _, _ in recs]),
+        "created_at": pa.array(micros, pa.int64()).cast(_TS),
+        "kafka_partition": pa.array([p for _, p, _ in recs], pa.int32()),
+        "kafka_offset": pa.array([o for _, _, o in recs], pa.int64()),
+    })
+    scores = [(r, sc) for r, _, _ in recs for sc in r.scores]
+    score_rows = pa.table({
+        "sample_id": _strings([r.sample_id for r, _ in scores]),
+        "run_id": _strings([r.run_id for r, _ in scores]),
+        "step": pa.array([r.step for r, _ in scores], pa.int64()),
+        "scorer": _strings([sc.scorer for _, sc in scores]),
+        "category": _strings([sc.category for _, sc in scores]),
+        "score": pa.array([float(sc.score) for _, sc in scores], pa.float64()),
+        "flagged": pa.array([bool(sc.flagged) for _, sc in scores], pa.bool_()),
+        "threshold": pa.array([None if sc.threshold is None else float(sc.threshold)
+                               for _, sc in scores], pa.float64()),
+    })
+    return rows, score_rows
+
+
+_INSERT_CANARIES = """
+    INSERT INTO canary_samples
+    SELECT sample_id, run_id, step, collector_id, seq, canary_id, category, expected, 'canary',
+           prompt, completion, created_at, ?::TIMESTAMP, kafka_partition, kafka_offset
+    FROM staged_canaries
+    ON CONFLICT DO NOTHING RETURNING sample_id"""
+_INSERT_CANARY_SCORES = """
+    INSERT INTO canary_scores
+    SELECT sample_id, run_id, step, scorer, category, score, flagged, threshold
+    FROM staged_canary_scores WHERE sample_id IN (SELECT unnest(?::VARCHAR[]))"""
+
+
 _COUNTERS = ("offered", "sampled", "sent", "spooled", "resent")  # and "dropped": collector_stats
 
 
@@ -278,6 +340,7 @@ class ApplyResult:
     inserted_events: int
     dead_letters: int
     inserted_reviews: int = 0
+    inserted_canaries: int = 0
 
 
 def _json(value) -> str | None:
@@ -556,9 +619,12 @@ _STEP4_STATS = ("""
     WHERE runs.run_id = t.run_id""")
 
 
-def _runs_of(staged: "_Staged | None", events: pa.Table | None) -> set[str]:
+def _runs_of(staged: "_Staged | None", events: pa.Table | None,
+             canaries: tuple | None = None) -> set[str]:
     """The runs a batch wrote rows of (a superset: samples later found to be repeats count)."""
     runs: set[str] = set()
+    if canaries is not None:
+        runs.update(pc.unique(canaries[0].column("run_id")).to_pylist())
     if staged is not None and staged.samples.num_rows:
         runs.update(pc.unique(staged.samples.column("run_id")).to_pylist())
     if events is not None and events.num_rows:
@@ -577,6 +643,7 @@ class Store:
         self.path = Path(path)
         self.max_run_rate = max_run_rate
         self._refused = 0
+        self._canaries_in = 0  # canaries the last transaction stored
         # (run_id, step) rows of checkpoints this Store committed or saw committed: a batch
         # that only has those skips one statement (each costs ~3-5 ms, whatever its size)
         self._known_checkpoints: set[tuple[str, int]] = set()
@@ -615,20 +682,24 @@ class Store:
                     cur.register("staged_events", batch.staged_events)
                 if batch.dead:
                     cur.register("staged_dead", _stage_dead(batch.dead))
+                if batch.staged_canaries is not None:
+                    cur.register("staged_canaries", batch.staged_canaries[0])
+                    cur.register("staged_canary_scores", batch.staged_canaries[1])
                 try:
                     inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=False)
                 except _SeenBefore:
                     inserted, n_events, n_reviews = self._transaction(cur, batch, now, seen_before=True)
                 refused = self._refused  # over a run's rate limit: dead-lettered
-                if inserted or n_events or n_reviews or batch.dead or refused:
-                    self.versions.bump(_runs_of(staged, batch.staged_events),
+                if inserted or n_events or n_reviews or batch.dead or refused or self._canaries_in:
+                    self.versions.bump(_runs_of(staged, batch.staged_events,
+                                                batch.staged_canaries if self._canaries_in else None),
                                        reviews=bool(n_reviews))
             finally:
                 self._refused = 0
                 cur.close()  # drops the registrations
         received = staged.received if staged is not None else 0
         return ApplyResult(inserted, received - inserted - refused, n_events,
-                           len(batch.dead) + refused, n_reviews)
+                           len(batch.dead) + refused, n_reviews, self._canaries_in)
 
     def data_version(self, run_id: str | None = None) -> tuple:
         """The version of everything (``run_id`` None) or of one run's view; see
@@ -645,6 +716,7 @@ class Store:
         cur.execute("BEGIN")
         try:
             inserted = self._insert_samples(cur, batch.staged, now, seen_before)
+            self._canaries_in = self._insert_canaries(cur, batch.staged_canaries, now)
             n_events = self._insert_events(cur, batch.staged_events)
             n_reviews = apply_reviews(cur, batch.reviews) if batch.reviews else 0
             if batch.dead:
@@ -695,6 +767,17 @@ class Store:
             steps = pc.min_max(staged.samples.column("step"))  # of the batch: a superset is fine
             cur.execute(_PRUNE_TOP, {"lo": steps["min"].as_py(), "hi": steps["max"].as_py()})
         return inserted
+
+    @staticmethod
+    def _insert_canaries(cur, staged: tuple | None, now) -> int:
+        """Step 2c: canaries not stored before, and their scores (a few per thousand samples:
+        the ON CONFLICT path every time)."""
+        if staged is None:
+            return 0
+        new_ids = [r[0] for r in cur.execute(_INSERT_CANARIES, [now]).fetchall()]
+        if new_ids:
+            cur.execute(_INSERT_CANARY_SCORES, [new_ids])
+        return len(new_ids)
 
     def _insert_checkpoints(self, cur, staged: _Staged, *, filtered: bool) -> None:
         """checkpoints rows for the batch's (run, step), unless all are known to exist. Keys

@@ -41,6 +41,11 @@ def test_quick_demo_shows_the_drifting_category_rising_from_the_known_checkpoint
     # Everything the collector sent is in the view, exactly once.
     sent = result["collector"]["sent"]
     assert query(db, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(sent, sent)]
+    # The demo runs with canaries: every one the collector made is stored apart, exactly once.
+    made = result["collector"]["canaries"]
+    assert made > 0
+    assert query(db, "SELECT count(*), count(DISTINCT sample_id), max(seq) FROM canary_samples"
+                     " WHERE run_id = ?", [run_id]) == [(made, made, made)]
 
 
 def test_quick_reward_hacking_demo_shows_reward_and_flagged_rate_rising_together(tmp_path, monkeypatch):

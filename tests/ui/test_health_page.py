@@ -1,0 +1,156 @@
+"""The Monitor health page: Streamlit's AppTest on a real DuckDB view written through the real
+decode + store path, and a real headless Chromium against ``runwatch serve`` fed by a real
+Collector through the session's Kafka broker.
+
+``RUNWATCH_SCREENSHOTS=1`` also writes ``docs/screenshots/monitor-health.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from runwatch.collectors.canaries import CanarySuite, default_suite_path
+from runwatch.collectors.collector import Collector
+from runwatch.collectors.wire import encode_batch
+from runwatch.dashboard import connection
+from runwatch.demo.loadgen import SyntheticScorer
+from runwatch.ingest.decode import decode
+from runwatch.store.store import Batch, Store
+from tests.apptest_helpers import _no_service, charts, open_page, table_with  # noqa: F401
+from tests.browser_helpers import (CHART_DRAWN, ROOT, STATUS, Serve, chromium_path, find_chart,
+                                   launch_chromium, metrics, rows_with, wait_until)
+
+SUITE = CanarySuite.from_jsonl(default_suite_path())
+
+
+def _sample(i: int, step: int, **kw) -> dict:
+    r = {"schema_version": 1, "kind": "sample", "sample_id": f"c1-{i:x}", "run_id": "health-run",
+         "step": step, "prompt_set": "on_distribution", "prompt_id": f"p{i % 7}", "prompt": "p",
+         "completion": "a calm answer", "source": "probe",
+         "scores": [{"scorer": "rules", "category": "injury", "score": 0.0, "flagged": False,
+                     "threshold": 1.0}], "created_at": time.time()}
+    r.update(kw)
+    return r
+
+
+def _canary(i: int, seq: int, step: int, flagged: bool, expected: str = "bad") -> dict:
+    return _sample(i, step, source="canary", prompt_set="canary", prompt_id=f"inj-{expected}-{seq}",
+                   completion=f"canary text {seq}",
+                   scores=[{"scorer": "rules", "category": "injury", "score": float(flagged),
+                            "flagged": flagged, "threshold": 1.0}],
+                   canary={"category": "injury", "expected": expected, "seq": seq,
+                           "collector_id": "c1"})
+
+
+@pytest.fixture
+def view(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNWATCH_DB", raising=False)
+    store = Store(tmp_path / "health.duckdb")
+    records, i, seq = [], 0, 0
+    for step in (100, 200, 300):
+        for _ in range(20):
+            i += 1
+            records.append(_sample(i, step))
+        for k in range(10):  # 10 bad canaries per checkpoint; at step 300 the scorer misses 4
+            i += 1
+            seq += 1
+            records.append(_canary(i, seq, step, flagged=not (step == 300 and k < 4)))
+        i += 1
+        seq += 1
+        records.append(_canary(i, seq, step, flagged=False, expected="fine"))
+    batch = Batch()
+    batch.add("t.samples", 0, 0, *decode(encode_batch("health-run", records)))
+    store.apply(batch)
+    connection.set_service(store.con, version=store.data_version)
+    yield store
+    connection.clear_service()
+    store.close()
+
+
+def test_health_page_shows_recall_nines_delivery_and_misses_from_the_view(view):
+    at = open_page("views/health.py", run="health-run")
+    assert at.title[0].value == "Monitor health"
+    nines = table_with(at, "nines").set_index(["category", "scorer"])
+    rules = nines.loc[("injury", "rules")]
+    assert (rules["n_bad"], rules["missed"], rules["n_fine"]) == (30, 4, 3)
+    assert rules["recall"] == pytest.approx(26 / 30)
+    assert 0.69 < rules["recall_low"] < 26 / 30 < rules["recall_high"] < 0.97
+    assert nines.loc[("injury", "ensemble (any)")]["missed"] == 4
+    metric = {m.label: m.value for m in at.metric}
+    assert metric["made by the collectors"] in ("0", "–")  # no collector_stats in this view
+    assert metric["stored in the view"] == "33" and metric["missing"] == "0"
+    misses = table_with(at, "canary_id")
+    assert len(misses) == 4 and set(misses["step"]) == {300}
+    (chart,) = [c for c in charts(at) if "recall" in c.columns]
+    per_step = chart[chart["scorer"] == "rules"].set_index("step")["recall"]
+    assert per_step.to_dict() == {100: 1.0, 200: 1.0, 300: pytest.approx(0.6)}
+
+
+def test_health_page_without_canaries_says_how_to_turn_them_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNWATCH_DB", raising=False)
+    store = Store(tmp_path / "plain.duckdb")
+    try:
+        batch = Batch()
+        batch.add("t.samples", 0, 0, *decode(encode_batch("plain", [_sample(1, 100, run_id="plain")])))
+        store.apply(batch)
+        connection.set_service(store.con, version=store.data_version)
+        at = open_page("views/health.py")
+        assert any("No canaries yet" in i.value for i in at.info)
+        assert any("canary_rate" in c.value for c in at.code)
+    finally:
+        connection.clear_service()
+        store.close()
+
+
+@pytest.mark.browser
+@pytest.mark.kafka
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is not on PATH "
+                    "(CI installs it with scripts/ensure-chromium.sh)")
+def test_health_page_in_a_browser_counts_every_canary_the_collector_made(
+        tmp_path, bootstrap, topic_prefix):
+    from playwright.sync_api import sync_playwright
+
+    run_id = f"health-{topic_prefix}"
+    serve = Serve(db=tmp_path / "view.duckdb", bootstrap=bootstrap, topic_prefix=topic_prefix)
+    try:
+        serve.wait_healthy(timeout=60)
+        col = Collector(run_id=run_id, bootstrap_servers=bootstrap, topic_prefix=topic_prefix,
+                        scorers=[SyntheticScorer(seed=5, canaries=SUITE)], canaries=SUITE,
+                        canary_rate=0.1, seed=5, spool_dir=tmp_path / "spool")
+        for step in range(100, 900, 100):
+            col.log(step, ["p"] * 400, [f"text {i}" for i in range(400)], prompt_set="on_distribution",
+                    prompt_ids=[f"p{i % 40}" for i in range(400)], source="probe")
+            col.checkpoint(step)
+        final = col.close()
+        made = final["canaries"]
+        assert made == 8 * 40 and final["dropped"] == 0
+        with sync_playwright() as pw:
+            browser = launch_chromium(pw)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 1900})
+                page.set_default_timeout(60_000)
+                page.goto(f"{serve.url}/health?run={run_id}")
+                page.locator(CHART_DRAWN).first.wait_for()
+                shown, waited = wait_until(
+                    lambda: (m := metrics(page)).get("stored in the view") == f"{made:,}"
+                    and m.get("made by the collectors") == f"{made:,}" and m, timeout=60)
+                assert waited is not None, (metrics(page), serve.output())
+                assert shown["missing"] == "0"
+                chart = find_chart(page, "recall", "scorer", "step")
+                points = rows_with(chart, "recall", "scorer", "step", "n_bad")
+                assert {p["step"] for p in points} == set(range(100, 900, 100))
+                bad_total = sum(p["n_bad"] for p in points if p["scorer"] == "synthetic")
+                assert bad_total == sum(p["n_bad"] for p in points
+                                        if p["scorer"] == "ensemble (any)") > 0
+                if os.environ.get("RUNWATCH_SCREENSHOTS") == "1":
+                    page.wait_for_selector(STATUS, state="detached")
+                    page.wait_for_timeout(1500)
+                    page.screenshot(path=str(ROOT / "docs" / "screenshots" / "monitor-health.png"),
+                                    full_page=True)
+            finally:
+                browser.close()
+    finally:
+        serve.close()
