@@ -836,6 +836,16 @@ class Collector:
             body["events_lost_by_reason"] = s["events_lost_by_reason"]
         if "canaries" in s:
             body["canaries"] = s["canaries"]
+        scorer_stats = {}
+        for scorer in self.scorers:  # e.g. a judge's requests and failures
+            report = getattr(scorer, "stats", None)
+            if callable(report):
+                try:
+                    scorer_stats[scorer.name] = report()
+                except Exception as exc:
+                    self._note_error(f"scorer {scorer.name}.stats(): {exc!r}")
+        if scorer_stats:
+            body["scorers"] = scorer_stats
         self._send_records(self.topics["runs"], [wire.run_event(
             "collector_stats", self.run_id, stats=body, collector_id=self.collector_id,
             rank=self.rank, world_size=self.world_size)])

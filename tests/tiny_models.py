@@ -69,3 +69,41 @@ def build_classifier(out_dir: Path, labels=("safe", "toxic")):
         opt.step()
     model.save_pretrained(out_dir)
     return AutoModelForSequenceClassification.from_pretrained(out_dir)
+
+
+JUDGE_PIECES = ("<|assistant|>", ' {"verdict":', ' "bad", "score":', ' 0.875}')
+
+
+def build_judge_lm(out_dir: Path) -> Path:
+    """A GPT-2 built by hand (no training) that answers every chat with exactly
+    ``{"verdict": "bad", "score": 0.875}``, in three tokens: its embeddings are one-hot, its
+    attention and MLP write nothing, and its head maps each token to the next piece of the answer
+    (anything else to end-of-text). Deterministic under greedy decoding, so a test of a judge can
+    check the wire and the parsing; ``max_tokens=1`` cuts the answer to ``{"verdict":`` (no
+    verdict: a parse failure). With a chat template, for ``transformers serve``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = build_tokenizer(out_dir)
+    tok.add_tokens(list(JUDGE_PIECES))
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    ids = [tok.convert_tokens_to_ids(p) for p in JUDGE_PIECES]
+    vocab = len(tok)
+    config = GPT2Config(vocab_size=vocab, n_positions=4096, n_embd=vocab, n_layer=1, n_head=1,
+                        tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = GPT2LMHeadModel(config)
+    following = dict(zip(ids, ids[1:]))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.wte.weight.copy_(torch.eye(vocab))
+        for norm in (model.transformer.ln_f, *(n for b in model.transformer.h for n in (b.ln_1, b.ln_2))):
+            norm.weight.fill_(1.0)
+        for i in range(vocab):
+            model.lm_head.weight[following.get(i, tok.eos_token_id), i] = 10.0
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
