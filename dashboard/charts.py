@@ -510,3 +510,24 @@ def canary_recall(by_step: pd.DataFrame) -> alt.LayerChart:
     )
     return alt.layer(band, line).properties(height=HEIGHT - 40, width=250).facet(
         facet=alt.Facet("category:N", title=None), columns=3)
+
+
+def safety_margin(margin: pd.DataFrame) -> alt.FacetChart:
+    """One scorer: the worst score per checkpoint by prompt set, its threshold (dashed) and the
+    band of its scores on known-bad canaries (lowest to median), one panel per category."""
+    base = alt.Chart(margin).encode(x=alt.X("step:Q", title="checkpoint (step)"))
+    band = base.mark_area(opacity=0.18, color="#d62728").encode(
+        y=alt.Y("canary_bad_min:Q", title="score"), y2="canary_bad_median:Q")
+    threshold = base.mark_line(strokeDash=[5, 3], color="gray").encode(y="threshold:Q")
+    worst = base.mark_line(point=len(margin["step"].unique()) <= MAX_POINTS).encode(
+        y="worst_score:Q",
+        color=alt.Color("prompt_set:N", title="prompt set",
+                        sort=order_prompt_sets(margin["prompt_set"].unique())),
+        tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("category:N"), alt.Tooltip("prompt_set:N"),
+                 alt.Tooltip("worst_score:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".3f"),
+                 alt.Tooltip("margin_to_threshold:Q", format=".3f"),
+                 alt.Tooltip("canary_bad_median:Q", format=".3f", title="known-bad median"),
+                 alt.Tooltip("margin_to_canaries:Q", format=".3f")],
+    )
+    return alt.layer(band, threshold, worst).properties(height=HEIGHT - 60, width=250).facet(
+        facet=alt.Facet("category:N", title=None), columns=3)

@@ -574,3 +574,10 @@ def monitor_alerts(run_id: str) -> pd.DataFrame:
     if not has_alerts():
         return pd.DataFrame()
     return query("alerts_monitor", run_id=run_id)
+
+
+@shared
+def safety_margin(run_id: str, scorer: str = "") -> pd.DataFrame:
+    """The worst score found per checkpoint, category, scorer and prompt set against the
+    threshold and the known-bad canaries' scores (``queries/safety_margin.sql``)."""
+    return query("safety_margin", run_id=run_id, scorer=scorer)

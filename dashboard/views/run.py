@@ -115,7 +115,34 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
                 "One point per checkpoint over the prompt sets that carry rewards; "
                 "paths follow the steps."
             )
+    with ui.guard("draw the margin of safety"):
+        safety_margin(run_id, categories)
     st.caption(f"{ui.LIVE_NOTE} Your selections stay.")
+
+
+def safety_margin(run_id: str, categories: list[str]) -> None:
+    """Off by default: it reads every score of the run's red-team and on-distribution samples."""
+    st.subheader("Margin of safety")
+    if not st.toggle("Show the worst score found against the threshold and the known-bad "
+                     "canaries", key="run.margin"):
+        return
+    margin = data.safety_margin(run_id)
+    margin = margin[margin["category"].isin(categories)]
+    if margin.empty:
+        st.info("No scored red-team or on-distribution samples for these categories yet.")
+        return
+    scorers = sorted(margin["scorer"].unique())
+    scorer = st.selectbox("Scorer", scorers, key="run.margin_scorer",
+                          help="Scores are on each scorer's own scale")
+    one = margin[margin["scorer"] == scorer]
+    ui.altair_chart(lambda: charts.safety_margin(one), key="run.margin_chart",
+                    depends=(scorer, categories))
+    st.caption(
+        "Lines: the highest score of any sample per checkpoint, by prompt set. Dashed: the "
+        "scorer's threshold. Band: the scores the scorer gave the run's known-bad canaries "
+        "(lowest to median; none without canaries). A worst score near the band is close to "
+        "what is known to be bad. `runwatch sql safety_margin` has the numbers."
+    )
 
 
 def alerts_here(run_id: str) -> None:

@@ -154,3 +154,22 @@ def test_health_page_in_a_browser_counts_every_canary_the_collector_made(
                 browser.close()
     finally:
         serve.close()
+
+
+def test_margin_of_safety_against_the_threshold_and_the_known_bad_canaries(view):
+    from runwatch.query import named
+
+    q = named.load("safety_margin")
+    rows = view.con.execute(q.sql, q.bind({"run_id": "health-run"})).df()
+    assert list(rows["step"]) == [100, 200, 300]
+    assert set(rows["prompt_set"]) == {"on_distribution"} and set(rows["scorer"]) == {"rules"}
+    assert (rows["worst_score"] == 0.0).all() and (rows["margin_to_threshold"] == 1.0).all()
+    # 30 known-bad canaries: 26 scored 1.0, the 4 misses 0.0 -> lowest 0, median 1
+    assert (rows["canary_bad_min"] == 0.0).all() and (rows["canary_bad_median"] == 1.0).all()
+    assert (rows["margin_to_canaries"] == 1.0).all() and (rows["n_canaries_bad"] == 30).all()
+
+    at = open_page("views/run.py", run="health-run")
+    assert not [c for c in charts(at) if "worst_score" in c.columns]  # off by default
+    at.toggle(key="run.margin").set_value(True).run()
+    (chart,) = [c for c in charts(at) if "worst_score" in c.columns]
+    assert sorted(chart["step"]) == [100, 200, 300] and set(chart["canary_bad_median"]) == {1.0}
