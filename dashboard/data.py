@@ -20,7 +20,7 @@ import streamlit as st
 
 from runwatch.dashboard import connection, shared_cache
 from runwatch.detect.intervals import newcombe_difference, wilson
-from runwatch.detect import canaries, quality
+from runwatch.detect import canaries, ensemble, quality
 from runwatch.query import named as queries
 from runwatch.store.store import TOP_K
 
@@ -581,3 +581,18 @@ def safety_margin(run_id: str, scorer: str = "") -> pd.DataFrame:
     """The worst score found per checkpoint, category, scorer and prompt set against the
     threshold and the known-bad canaries' scores (``queries/safety_margin.sql``)."""
     return query("safety_margin", run_id=run_id, scorer=scorer)
+
+
+def ensemble_rules() -> list:
+    """The rules the Scorer quality page compares: ``RUNWATCH_ENSEMBLE_RULES`` (``;``-separated,
+    set by ``runwatch serve --ensemble-rule``), else any, all, 2_of_n."""
+    import os
+
+    return ensemble.parse_rules(os.environ.get("RUNWATCH_ENSEMBLE_RULES", "").split(";"))
+
+
+def ensemble_comparison(run_id: str = "") -> pd.DataFrame:
+    """Each rule's canary recall / false positives and label recall / precision per category."""
+    rules = ensemble_rules()
+    return ensemble.compare(rules, query("ensemble_canaries", run_id=run_id or ""),
+                            query("ensemble_labels", run_id=run_id or ""))

@@ -77,6 +77,34 @@ def estimates(run_id: str, category: str) -> None:
         )
 
 
+def ensemble_rules(run_id: str, category: str) -> None:
+    st.subheader("Ensemble rules: what each would have caught")
+    table = data.ensemble_comparison(run_id)
+    if category:
+        table = table[table["category"] == category]
+    if table.empty:
+        st.info("No canaries and no labels to compare the rules on yet. Turn canaries on "
+                "(`canary_rate`, the Monitor health page) or label samples.")
+        return
+    st.dataframe(
+        table, key="quality.ensemble", hide_index=True, width="stretch",
+        column_config={
+            **{c: st.column_config.NumberColumn(c.replace("_", " "), format="percent")
+               for c in ("canary_recall", "canary_recall_low", "canary_recall_high",
+                         "canary_fp_rate", "label_recall", "label_precision")},
+            "miss_upper": st.column_config.NumberColumn("miss rate ≤", format="%.4f"),
+            "nines": st.column_config.NumberColumn("nines", format="%.1f"),
+        },
+    )
+    st.caption(
+        "Each rule combines the scorers of a category into one flag: any (the rule the "
+        "dashboard and the detector flag with), all, K of n, or a weighted vote "
+        "(`runwatch serve --ensemble-rule RULE` adds rules). Canary columns: known-bad and "
+        "known-fine canaries (exact 95% intervals); label columns: the reviewers' current "
+        "bad/fine labels."
+    )
+
+
 def review_queue(run_id: str, category: str, actor: str) -> None:
     st.subheader("Review queue: scorers disagree")
     unlabelled_first = st.toggle("Unlabelled first", value=True, key="quality.unlabelled_first")
@@ -126,6 +154,8 @@ def render() -> None:
     category = "" if category == ALL else category
     with ui.guard("estimate the scorers' quality"):
         estimates(run_id, category)
+    with ui.guard("compare the ensemble rules"):
+        ensemble_rules(run_id, category)
     with ui.guard("load the review queue"):
         review_queue(run_id, category, actor)
 

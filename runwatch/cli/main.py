@@ -155,6 +155,14 @@ def cmd_serve(args) -> int:
     auth = AuthConfig.from_env(mode=args.auth, users_file=args.users_file)
     if not args.headless:
         check_ready(auth)
+    if args.ensemble_rule:
+        from runwatch.detect.ensemble import RuleError, parse_rules
+
+        try:
+            parse_rules(args.ensemble_rule)
+        except RuleError as exc:
+            raise RunwatchError(str(exc)) from None
+        os.environ["RUNWATCH_ENSEMBLE_RULES"] = ";".join(args.ensemble_rule)  # the pages read it
     service = Service(db=args.db, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix,
                       headless=args.headless, port=args.port, address=args.address,
                       detect=not args.no_detect, auth=auth, detector=detector,
@@ -268,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live query API port (read-only SQL over HTTP, API tokens) "
                         "[env RUNWATCH_API_PORT, default --port + 1]")
     s.add_argument("--no-api", action="store_true", help="do not serve the live query API")
+    s.add_argument("--ensemble-rule", action="append", default=None, metavar="RULE",
+                   help="an ensemble rule the Scorer quality page compares (any, all, K_of_n, "
+                        "weighted:T[:scorer=w,...], optionally CATEGORY=RULE), repeatable "
+                        "[env RUNWATCH_ENSEMBLE_RULES, ';'-separated; default any, all, 2_of_n]")
     s.add_argument("--no-detect", action="store_true", help="do not run the change detector")
     s.add_argument("--detect-false-alarm", type=float, default=0.01,
                    help="probability of any false alarm per run over --detect-horizon checkpoints "

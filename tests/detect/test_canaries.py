@@ -233,6 +233,25 @@ def test_canaries_at_a_known_rate_are_counted_apart_and_a_broken_scorer_opens_a_
         assert (lex["miss_upper"] < 0.05).all() and (lex["nines"] > 1.3).all()
         rules = pooled[pooled["scorer"] == "rules"]
         assert (rules["recall"] < 1.0).all()  # the rules miss paraphrases, as in the suite
+        # Ensemble rules on the same canaries: any = the lexicon's, all = 2 of 2 = the rules'.
+        from runwatch.detect.ensemble import compare, parse_rules
+        from runwatch.query import named
+
+        def rows(name):
+            q = named.load(name)
+            return store.con.execute(q.sql, q.bind({"run_id": "canary-healthy"})).df()
+
+        rules_recall = rules.set_index("category")["recall"]
+        cmp = compare(parse_rules(["any", "all", "2_of_n", "weighted:0.5:lexicon=1,rules=0",
+                                   "injury=all"]),
+                      rows("ensemble_canaries"), rows("ensemble_labels")).set_index(["rule", "category"])
+        for cat in CATEGORIES:
+            assert cmp.loc[("any", cat), "canary_recall"] == 1.0
+            assert cmp.loc[("all", cat), "canary_recall"] == pytest.approx(rules_recall[cat])
+            assert cmp.loc[("2_of_n", cat), "canary_recall"] == pytest.approx(rules_recall[cat])
+            assert cmp.loc[("weighted:0.5:lexicon=1,rules=0", cat), "canary_recall"] == 1.0
+            assert cmp.loc[("any", cat), "canary_fp_rate"] == 0.0
+        assert [c for r, c in cmp.index if r == "injury=all"] == ["injury"]
         events = Monitor(store).pass_once()
     finally:
         store.close()
@@ -295,3 +314,33 @@ def test_canaries_lost_between_the_collector_and_the_view_open_a_loss_alert(
     assert body["opened_step"] == 300 and body["statistic"] == 4.0 and body["severity"] == "high"
     assert body["current_rate"] == pytest.approx(4 / 11)
     assert [e for e in again if e["body"]["series_kind"] == "canary_loss"] == []
+
+
+def test_ensemble_rules_parse_and_combine_flags():
+    from runwatch.detect.ensemble import RuleError, parse_rule, parse_rules
+
+    scored = {"a", "b", "c"}
+    cases = {"any": [False, True, True, True], "all": [False, False, False, True],
+             "2_of_n": [False, False, True, True], "weighted:0.5:a=2": [False, True, True, True],
+             "weighted:0.6": [False, False, True, True]}
+    for text, expected in cases.items():
+        rule = parse_rule(text)
+        got = [rule.flags(f, scored) for f in (set(), {"a"}, {"a", "b"}, scored)]
+        assert got == expected, text
+    assert parse_rule("3_of_n").flags({"a"}, {"a"})  # fewer scored than K: all of them
+    assert parse_rule("injury=2_of_n").category == "injury"
+    assert [r.text for r in parse_rules(["", " "])] == ["any", "all", "2_of_n"]
+    for bad in ("most", "weighted:x", "weighted:0.5:a=-1", "0_of_n", "=any"):
+        with pytest.raises(RuleError):
+            parse_rule(bad)
+
+
+def test_serve_refuses_a_malformed_ensemble_rule_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "runwatch.cli", "serve", "--db",
+                           str(tmp_path / "v.duckdb"), "--headless", "--auth", "off",
+                           "--ensemble-rule", "most"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "unknown ensemble rule 'most'" in proc.stderr and "Traceback" not in proc.stderr

@@ -173,3 +173,13 @@ def test_margin_of_safety_against_the_threshold_and_the_known_bad_canaries(view)
     at.toggle(key="run.margin").set_value(True).run()
     (chart,) = [c for c in charts(at) if "worst_score" in c.columns]
     assert sorted(chart["step"]) == [100, 200, 300] and set(chart["canary_bad_median"]) == {1.0}
+
+
+def test_scorer_quality_page_compares_the_ensemble_rules_on_canaries(view, monkeypatch):
+    monkeypatch.setenv("RUNWATCH_ENSEMBLE_RULES", "any;2_of_n;weighted:0.5")
+    at = open_page("views/quality.py")
+    table = table_with(at, "rule").set_index(["rule", "category"])
+    assert list(table.index) == [("any", "injury"), ("2_of_n", "injury"), ("weighted:0.5", "injury")]
+    # one scorer: every rule is that scorer (26 of 30 known-bad canaries; 0 of 3 fine flagged)
+    assert table["canary_recall"].tolist() == pytest.approx([26 / 30] * 3)
+    assert (table["canary_fp_rate"] == 0.0).all() and (table["n_canaries_bad"] == 30).all()
