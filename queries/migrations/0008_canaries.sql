@@ -23,8 +23,8 @@ CREATE TABLE IF NOT EXISTS canary_samples (
 );
 
 CREATE TABLE IF NOT EXISTS canary_scores (
-    sample_id   VARCHAR NOT NULL,
-    run_id      VARCHAR NOT NULL,
+    sample_id   VARCHAR NOT NULL,                         -- the canary (canary_samples.sample_id)
+    run_id      VARCHAR NOT NULL,                         -- copied from the canary for fast per-run scans
     step        BIGINT NOT NULL,
     scorer      VARCHAR NOT NULL,
     category    VARCHAR NOT NULL,
