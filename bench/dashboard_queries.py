@@ -117,7 +117,7 @@ SELECT sample_id, run_id, step, prompt_set, prompt_id,
        'completion ' || i || (CASE WHEN f_rules_injury OR f_minilm_injury
                                    THEN ' he broke his arm' ELSE ' all went well' END),
        CASE WHEN prompt_set = 'rollouts' THEN 'rollout' ELSE 'probe' END,
-       reward, pair_id, cue, created_at, created_at, NULL, 0, i, {sample_scores}
+       reward, pair_id, cue, created_at, created_at, NULL, 0, i, {sample_scores}, NULL  -- extra
 FROM flags
 ORDER BY i
 """

@@ -109,11 +109,11 @@ class QueryApi:
             if body.get("sql"):
                 raise QueryError("give either \"sql\" or \"query\", not both")
             q = named.load(str(body["query"]))
-            text = {k: v for k, v in params.items() if isinstance(v, str)}
-            typed = {k: v for k, v in params.items() if not isinstance(v, str)}
-            bound = q.bind_text(text)
-            bound.update(typed)
-            sql, bound = q.sql, q.bind(bound)
+            # text values are converted to their declared types; JSON numbers, booleans and
+            # lists are taken as they are; then one bind checks the set (missing, unknown)
+            values = {k: q.param(k).coerce(v) if isinstance(v, str) and k in q.params else v
+                      for k, v in params.items()}
+            sql, bound = q.sql, q.bind(values)
         elif isinstance(body.get("sql"), str) and body["sql"].strip():
             sql, bound = body["sql"], params
         else:

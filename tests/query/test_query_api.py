@@ -89,6 +89,14 @@ def test_formats_named_queries_and_the_client(api, users):
     direct = sql_guard.run(api.store.con, q.sql, params=q.bind({"run_id": "r1"}), limits=FAST)
     assert named.equals(direct.table)
     assert any(q["name"] == "run_category_rates" for q in rw.queries())
+    # a required list parameter given as JSON next to a text one (was refused as missing)
+    heat = rw.query("run_category_heatmap", run_id="r1", prompt_sets=["on_distribution"])
+    q = runwatch.query.named.load("run_category_heatmap")
+    direct = sql_guard.run(api.store.con, q.sql, limits=FAST, params=q.bind(
+        {"run_id": "r1", "prompt_sets": ["on_distribution"]}))
+    assert heat.equals(direct.table)
+    with pytest.raises(QueryError, match="missing parameter"):
+        rw.query("run_category_heatmap", run_id="r1")
     status, csv_body, headers = post(api.url, {"sql": "SELECT 1 AS a, 'x' AS b"}, token, "csv")
     assert status == 200 and csv_body.decode().splitlines() == ["a,b", "1,x"]
     assert headers["X-Runwatch-Truncated"] == "false"
