@@ -318,7 +318,29 @@ def actions(alert: dict, actor: str) -> None:
                 review.act(alert_id, "commented", actor, "Comment added.", text=text.strip())
 
 
+MONITOR_KINDS = ("canary_recall", "canary_loss")  # alerts about the monitor itself
+
+
+def canaries_missed(alert: dict) -> None:
+    """An alert about the monitor: the canaries behind it (they are not samples)."""
+    st.subheader("Canaries")
+    top = alert.get("top_samples") or []
+    if alert.get("series_kind") == "canary_recall" and top:
+        st.caption(f"Known-bad {alert.get('category')} canaries that {alert['series'].split('/')[-1]} "
+                   "did not flag, newest first (with every score they got).")
+        st.dataframe(pd.DataFrame(top)[["step", "prompt_id", "completion", "scores"]],
+                     key="alerts.canaries", hide_index=True, width="stretch")
+    elif alert.get("series_kind") == "canary_loss":
+        st.caption("Canaries the collectors made that never reached this view, per checkpoint "
+                   "(evidence above); per collector on the Monitor health page.")
+    st.page_link(ui.PAGE_HEALTH, label="Open the Monitor health page for this run",
+                 icon=":material/health_and_safety:", query_params={"run": alert["run_id"]})
+
+
 def samples(alert: dict, actor: str) -> None:
+    if alert.get("series_kind") in MONITOR_KINDS:
+        canaries_missed(alert)
+        return
     category = alert.get("category") or ""
     st.subheader("Samples")
     found = data.alert_samples(alert)

@@ -183,3 +183,38 @@ def test_scorer_quality_page_compares_the_ensemble_rules_on_canaries(view, monke
     # one scorer: every rule is that scorer (26 of 30 known-bad canaries; 0 of 3 fine flagged)
     assert table["canary_recall"].tolist() == pytest.approx([26 / 30] * 3)
     assert (table["canary_fp_rate"] == 0.0).all() and (table["n_canaries_bad"] == 30).all()
+
+
+def test_alert_pages_of_monitor_alerts_show_the_canaries_not_samples(view):
+    """A canary-loss alert opened by the real detector over the view (a hole in the seq at a
+    complete checkpoint), and a canary-recall alert with the missed canaries as its evidence."""
+    from runwatch.alerts.monitor import Monitor
+    from runwatch.alerts.records import alert_event
+
+    records = [_canary(1000 + k, 100 + k, 100 if k < 2 else 200, flagged=True)
+               for k in (0, 1, 3)]  # seq 102 never arrives
+    for r in records:
+        r["canary"]["collector_id"] = "c2"
+        r["canary"]["seq"] -= 99  # 1, 2, 4
+    batch = Batch()
+    batch.add("t.samples", 0, 1, *decode(encode_batch("health-run", records)))
+    view.apply(batch)
+    events = Monitor(view).pass_once()
+    (loss,) = [e for e in events if e["body"]["series_kind"] == "canary_loss"]
+    assert loss["body"]["opened_step"] == 200 and loss["body"]["statistic"] == 1.0
+    at = open_page("views/alerts.py", alert=loss["alert_id"])
+    assert any(s.value == "Canaries" for s in at.subheader)
+    assert not any(s.value == "Samples" for s in at.subheader)
+
+    body = dict(loss["body"], series="canary/injury/rules", series_kind="canary_recall",
+                category="injury", top_samples=[{
+                    "sample_id": "c1-1", "step": 300, "prompt_set": "canary", "prompt_id": "inj-bad-7",
+                    "prompt": "", "completion": "canary text 7", "scorer": "rules", "score": None,
+                    "scores": "rules=0.0"}])
+    recall = alert_event("al-test-recall", "opened", "detector", event_id="al-test-recall:opened",
+                         **body)
+    view.apply_reviews([recall])
+    at = open_page("views/alerts.py", alert="al-test-recall")
+    missed = table_with(at, "scores")
+    assert missed.to_dict("records") == [{"step": 300, "prompt_id": "inj-bad-7",
+                                          "completion": "canary text 7", "scores": "rules=0.0"}]
