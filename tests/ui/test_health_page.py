@@ -218,3 +218,21 @@ def test_alert_pages_of_monitor_alerts_show_the_canaries_not_samples(view):
     missed = table_with(at, "scores")
     assert missed.to_dict("records") == [{"step": 300, "prompt_id": "inj-bad-7",
                                           "completion": "canary text 7", "scores": "rules=0.0"}]
+
+
+def test_monitor_alerts_put_no_mark_on_the_failure_rate_chart(view):
+    from runwatch.alerts.monitor import Monitor
+
+    records = [_canary(2000 + k, 0, 100 if k < 2 else 200, flagged=True) for k in range(3)]
+    for seq, r in zip((1, 2, 4), records):
+        r["canary"].update(collector_id="c3", seq=seq)
+    batch = Batch()
+    batch.add("t.samples", 0, 2, *decode(encode_batch("health-run", records)))
+    view.apply(batch)
+    assert [e["body"]["series_kind"] for e in Monitor(view).pass_once()] == ["canary_loss"]
+    from runwatch.query import named
+
+    q = named.load("alerts_run_marks")
+    assert view.con.execute(q.sql, q.bind({"run_id": "health-run"})).fetchall() == []
+    at = open_page("views/run.py", run="health-run")
+    assert at.markdown and any("1 alert to review" in m.value for m in at.markdown)
