@@ -172,6 +172,7 @@ def run_demo(*, db: Path | None = None, headless: bool = False, quick: bool = Fa
             _print_sql(db, rate_sql)
         else:
             _say(f"dashboard: http://127.0.0.1:{port}/?run={run_id}  (Ctrl-C stops everything)")
+            _say(f"the monitor checking itself (canaries): http://127.0.0.1:{port}/health?run={run_id}")
             _say(f"SQL on the live data (or a notebook: runwatch.connect(\"http://127.0.0.1:"
                  f"{port + 1}\")): runwatch sql --server http://127.0.0.1:{port + 1} \"{rate_sql}\"")
             _say(f"after stopping: runwatch sql --db {db} \"...\"")
