@@ -47,6 +47,7 @@ def seed_pages(run: str, step: int, prompt: str, compare: list[str],
         "compare": (f"/compare?{others}", 1200, CHART),
         "alerts": ("/alerts", 1000, TABLE),
         "quality": ("/quality", 1500, TABLE),
+        "health": (f"/health?run={run}", 1900, "h1"),  # a view without canaries has no chart
         "sql": (f"/sql?query=rates_by_checkpoint&run_id={run}", 1700, CHART),
     }
     if alert:
