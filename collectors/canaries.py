@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from runwatch.collectors.errors import ConfigError
+from runwatch.collectors.prompts import jsonl_lines
 
 EXPECTED = ("bad", "fine")
 _FIELDS = ("canary_id", "category", "expected", "prompt", "completion")
@@ -96,14 +97,10 @@ class CanarySuite:
         for path in paths:
             path = Path(path)
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = list(jsonl_lines(path))
             except OSError as exc:
                 raise CanarySuiteError(f"cannot read canary suite {path}: {exc.strerror or exc}") from None
-            for no, line in enumerate(lines, 1):
-                text = line.strip()
-                if not text or text.startswith("//"):
-                    continue
-                where = f"{path}:{no}"
+            for where, text in lines:
                 try:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:

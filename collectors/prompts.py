@@ -48,6 +48,17 @@ class PromptEntry:
         return d
 
 
+def jsonl_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """``(where, text)`` for each line of a suite file that holds a record: blank lines and lines
+    starting with ``//`` are skipped; ``where`` is ``"file:line"`` for messages. (Prompt suites
+    and canary suites share the convention.)"""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            stripped = line.strip()
+            if stripped and not stripped.startswith("//"):
+                yield f"{path}:{lineno}", stripped
+
+
 def _check_id(value, field: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise PromptSuiteError(f"{where}: {field!r} must be a non-empty string, got {value!r}")
@@ -117,17 +128,12 @@ class PromptSuite:
         if not path.is_file():
             raise PromptSuiteError(f"{path}: prompt suite file not found")
         out = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                stripped = line.strip()
-                if not stripped or stripped.startswith("//"):
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(stripped)
-                except json.JSONDecodeError as exc:
-                    raise PromptSuiteError(f"{where}: invalid JSON ({exc.msg})") from None
-                out.append(_parse_record(obj, where))
+        for where, text in jsonl_lines(path):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise PromptSuiteError(f"{where}: invalid JSON ({exc.msg})") from None
+            out.append(_parse_record(obj, where))
         if not out:
             raise PromptSuiteError(f"{path}: the file holds no prompts")
         return out

@@ -240,13 +240,9 @@ def canary_loss_events(cur, run_id: str, max_step: int, complete: bool,
         "detector": {"algorithm": CANARY_LOSS_RULE, "complete": complete,
                      "missing": total_missing, "expected": expected},
     }
-    if last_step is None:
-        action, event_id = "opened", f"{alert_id}:opened"
-    elif SEVERITY_RANK[body["severity"]] > SEVERITY_RANK.get(stored_severity or "", 0):
-        action, event_id = "escalated", f"{alert_id}:escalated:{body['severity']}"
-    else:
-        action, event_id = "updated", f"{alert_id}:updated:{steps[-1]}:{total_missing}"
-    return [alert_event(alert_id, action, DETECTOR_ACTOR, event_id=event_id, ts=now, **body)]
+    return [detector_event(alert_id, body, known=last_step is not None,
+                           stored_severity=stored_severity,
+                           update_key=f"{steps[-1]}:{total_missing}", now=now)]
 
 
 @dataclass
@@ -370,15 +366,23 @@ def evaluate_run(cur, run_id: str, series: list[Series], config: DetectorConfig,
         if last_step is not None and last_step >= int(s.steps[-1]):
             continue
         body = snapshot(run_id, s, det, config, cur)
-        if last_step is None:
-            action, event_id = "opened", f"{alert_id}:opened"
-        elif SEVERITY_RANK[body["severity"]] > SEVERITY_RANK.get(stored_severity or "", 0):
-            action, event_id = "escalated", f"{alert_id}:escalated:{body['severity']}"
-        else:
-            action, event_id = "updated", f"{alert_id}:updated:{body['last_step']}"
-        events.append(alert_event(alert_id, action, DETECTOR_ACTOR, event_id=event_id, ts=now,
-                                  **body))
+        events.append(detector_event(alert_id, body, known=last_step is not None,
+                                     stored_severity=stored_severity,
+                                     update_key=str(body["last_step"]), now=now))
     return events
+
+
+def detector_event(alert_id: str, body: dict, *, known: bool, stored_severity: str | None,
+                   update_key: str, now: float) -> dict:
+    """The detector's event for an alert snapshot: ``opened`` when the view does not hold the
+    alert, ``escalated`` when the severity rose, else ``updated``; ids are deterministic."""
+    if not known:
+        action, event_id = "opened", f"{alert_id}:opened"
+    elif SEVERITY_RANK[body["severity"]] > SEVERITY_RANK.get(stored_severity or "", 0):
+        action, event_id = "escalated", f"{alert_id}:escalated:{body['severity']}"
+    else:
+        action, event_id = "updated", f"{alert_id}:updated:{update_key}"
+    return alert_event(alert_id, action, DETECTOR_ACTOR, event_id=event_id, ts=now, **body)
 
 
 # ------------------------------------------------------------------------------------ service
