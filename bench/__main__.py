@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "e2e_latency": ([], ["--rates", "1000,10000", "--seconds", "5", "--configs", "default"]),
     "scaling": ([], ["--sizes", "10000,100000", "--repeat", "3"]),
     "query_api": ([], ["--size", "50000", "--repeat", "5"]),
+    "flag_rule": ([], ["--size", "50000", "--repeat", "3"]),
     "viewers": (["--sizes", "30000,1000000"], ["--tabs", "0,1,5", "--seconds", "5", "--views", "5"]),
     "compare_tools": ([], ["--samples", "10000"]),
     "faults": ([], ["--quick"]),

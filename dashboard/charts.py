@@ -504,7 +504,7 @@ def canary_recall(by_step: pd.DataFrame) -> alt.LayerChart:
     )
     line = base.mark_line(point=len(df["step"].unique()) <= MAX_POINTS).encode(
         y="recall:Q",
-        strokeDash=alt.condition(alt.datum.scorer == "ensemble (any)", alt.value([6, 3]),
+        strokeDash=alt.condition("indexof(datum.scorer, 'ensemble (') == 0", alt.value([6, 3]),
                                  alt.value([1, 0])),
         tooltip=tooltip,
     )

@@ -591,8 +591,14 @@ def ensemble_rules() -> list:
     return ensemble.parse_rules(os.environ.get("RUNWATCH_ENSEMBLE_RULES", "").split(";"))
 
 
+def flag_rules() -> ensemble.FlagRules:
+    """The flag rule the view counts with (``--flag-rule``; kept in the file)."""
+    rows = query("flag_rules")
+    return ensemble.FlagRules.parse(rows["rule"].tolist()) if len(rows) else ensemble.FlagRules()
+
+
 def ensemble_comparison(run_id: str = "") -> pd.DataFrame:
-    """Each rule's canary recall / false positives and label recall / precision per category."""
-    rules = ensemble_rules()
-    return ensemble.compare(rules, query("ensemble_canaries", run_id=run_id or ""),
-                            query("ensemble_labels", run_id=run_id or ""))
+    """Each rule's canary recall / false positives and label recall / precision per category,
+    with the view's flag rule among them (column ``active``)."""
+    return ensemble.compare(ensemble_rules(), query("ensemble_canaries", run_id=run_id or ""),
+                            query("ensemble_labels", run_id=run_id or ""), active=flag_rules())

@@ -1,15 +1,15 @@
 -- Samples behind one alert: the detector's $sample_ids (its top samples) and the samples of run
--- $run_id flagged for $category at steps $from_step..$to_step in $prompt_set ('' = any set).
+-- $run_id flagged (the flag rule) for $category at steps $from_step..$to_step in $prompt_set ('' = any set).
 -- Each with its highest score for the category, the scorers that flagged it and its current
 -- label. The detector's picks first, then highest score; at most $limit rows.
 WITH scored AS (
     SELECT sample_id,
            max(score)       AS max_score,
-           bool_or(flagged) AS flagged,
+           rw_flagged(category, scorer, flagged) AS flagged,
            coalesce(string_agg(scorer, ', ' ORDER BY scorer) FILTER (WHERE flagged), '') AS flagged_by
     FROM scores
     WHERE run_id = $run_id AND category = $category AND step BETWEEN $from_step AND $to_step
-    GROUP BY sample_id
+    GROUP BY sample_id, category
 ),
 picked AS (
     SELECT sample_id FROM scored WHERE flagged

@@ -1,8 +1,8 @@
 -- title: Canary recall per scorer
 -- description: The monitor measuring its own misses. Per scorer and category (and scorer
--- 'ensemble (any)': flagged when any scorer of the category flags, the rule the dashboard and the
--- detector use): canaries known bad (n_bad) and how many were caught or missed, canaries known
--- fine (n_fine) and how many were flagged anyway. A scorer that returned nothing for a canary of
+-- 'ensemble (RULE)': flagged by the flag rule the dashboard and the detector use, 'ensemble (any)'
+-- unless `--flag-rule` says otherwise): canaries known bad (n_bad) and how many were caught or
+-- missed, canaries known fine (n_fine) and how many were flagged anyway. A scorer that returned nothing for a canary of
 -- a category it scores (it failed) missed it. step = -1: pooled over the run (by_step = false).
 -- The dashboard's Monitor health page and runwatch.detect.canaries.recall_table add the exact
 -- (Clopper-Pearson) intervals and the miss-rate bound ("nines").
@@ -18,16 +18,17 @@ WITH c AS (
     GROUP BY ALL
 ), pairs AS (
     SELECT DISTINCT scorer, category FROM flags
-), judged AS (
-    SELECT c.step, p.scorer, c.category, c.expected, coalesce(f.flagged, false) AS flagged
+), per_scorer AS (
+    SELECT c.sample_id, c.step, p.scorer, c.category, c.expected, coalesce(f.flagged, false) AS flagged
     FROM c JOIN pairs p USING (category)
     LEFT JOIN flags f ON f.sample_id = c.sample_id AND f.scorer = p.scorer AND f.category = c.category
+), judged AS (
+    SELECT step, scorer, category, expected, flagged FROM per_scorer
     UNION ALL
-    SELECT c.step, 'ensemble (any)' AS scorer, c.category, c.expected,
-           coalesce(bool_or(f.flagged), false) AS flagged
-    FROM c LEFT JOIN flags f ON f.sample_id = c.sample_id AND f.category = c.category
-    WHERE c.category IN (SELECT category FROM pairs)
-    GROUP BY c.sample_id, c.step, c.category, c.expected
+    SELECT step, 'ensemble (' || rw_rule(category) || ')' AS scorer, category, expected,
+           rw_flagged(category, scorer, flagged) AS flagged
+    FROM per_scorer
+    GROUP BY sample_id, step, category, expected
 )
 SELECT CASE WHEN $by_step THEN step ELSE -1 END AS step, scorer, category,
        count(*) FILTER (WHERE expected = 'bad')                 AS n_bad,

@@ -1,12 +1,12 @@
 -- Samples of one checkpoint with their scores and flags, filtered: $category ('' = any) narrows
 -- flags and disagreement to one category and keeps only samples scored for it; $prompt_sets
--- (empty = all); $flagged is 'any', 'flagged' or 'unflagged' (ensemble: any scorer flags);
+-- (empty = all); $flagged is 'any', 'flagged' or 'unflagged' (the flag rule, rw_flagged);
 -- $disagree_only keeps samples whose scorers disagreed; $search is a case-insensitive substring of
 -- the prompt, completion or prompt id. Highest score first, at most $limit rows; n_matching is
 -- the count before the limit. Scans only the rows of this run and step.
 WITH per_category AS (
     SELECT sample_id, category,
-           bool_or(flagged)          AS flagged,
+           rw_flagged(category, scorer, flagged) AS flagged,
            count(DISTINCT flagged) > 1 AS disagree,
            max(score)                AS max_score,
            string_agg(scorer || ' ' || printf('%.3g', score) || CASE WHEN flagged THEN ' ⚑' ELSE '' END,

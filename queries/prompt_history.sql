@@ -1,5 +1,5 @@
 -- One prompt's completions in one run across checkpoints, oldest first: one row per sample and
--- category with the ensemble flag (any scorer), scorer disagreement, the highest score and each
+-- category with the flag (the flag rule, rw_flagged), scorer disagreement, the highest score and each
 -- scorer's score (a sample without scores has one row with a NULL category). The scores come
 -- from samples.sample_scores, so this is one samples scan; samples stored before migration 0004
 -- have none there, and only those are looked up in the scores table.
@@ -21,7 +21,7 @@ score_rows AS (
 ),
 per_category AS (
     SELECT sample_id, category,
-           bool_or(flagged)            AS flagged,
+           rw_flagged(category, scorer, flagged) AS flagged,
            count(DISTINCT flagged) > 1 AS disagree,
            max(score)                  AS max_score,
            string_agg(scorer || ' ' || printf('%.3g', score) || CASE WHEN flagged THEN ' ⚑' ELSE '' END,

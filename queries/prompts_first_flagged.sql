@@ -1,13 +1,15 @@
 -- title: First flagged checkpoint per prompt
 -- description: For each prompt of one run, the first checkpoint at which any of its samples was
--- flagged for the category ('' = any category), how many checkpoints flagged it and how many
+-- flagged (by the flag rule) for the category ('' = any category), how many checkpoints flagged it and how many
 -- checkpoints sampled it. Prompts never flagged are left out.
 -- param run_id: VARCHAR  the run
 -- param category: VARCHAR = ''  one category, '' = any
 WITH flags AS (
     SELECT sample_id, bool_or(flagged) AS flagged
-    FROM scores
-    WHERE run_id = $run_id AND ($category = '' OR category = $category)
+    FROM (SELECT sample_id, category, rw_flagged(category, scorer, flagged) AS flagged
+          FROM scores
+          WHERE run_id = $run_id AND ($category = '' OR category = $category)
+          GROUP BY sample_id, category)
     GROUP BY sample_id
 ),
 per_step AS (

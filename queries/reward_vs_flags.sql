@@ -1,10 +1,10 @@
 -- title: Reward against flags
 -- description: Rewarded samples of one run (RL rollouts) per checkpoint and category: mean
 -- reward of flagged and of unflagged samples and the flagged rate; reward rising with flags is
--- the signature of reward hacking. A sample is flagged when any scorer flags it.
+-- the signature of reward hacking. A sample is flagged by the flag rule (rw_flagged).
 -- param run_id: VARCHAR  the run
 WITH flags AS (
-    SELECT sc.sample_id, sc.category, bool_or(sc.flagged) AS flagged
+    SELECT sc.sample_id, sc.category, rw_flagged(sc.category, sc.scorer, sc.flagged) AS flagged
     FROM scores AS sc
     WHERE sc.run_id = $run_id
     GROUP BY sc.sample_id, sc.category

@@ -8,7 +8,7 @@ import math
 import streamlit as st
 
 from runwatch.dashboard import charts, data, ui
-from runwatch.detect.canaries import ENSEMBLE
+from runwatch.detect.canaries import is_ensemble
 
 CANARY_HELP = (
     "Canaries are known cases the collector mixes into the stream "
@@ -34,7 +34,7 @@ def nines_table(run_id: str) -> None:
     if pooled.empty:
         st.info("Canaries arrived but no scorer scored their categories yet.")
         return
-    ens = pooled[pooled["scorer"] == ENSEMBLE]
+    ens = pooled[pooled["scorer"].map(is_ensemble)]
     cols = st.columns(max(1, len(ens)))
     for col, row in zip(cols, ens.to_dict("records")):
         col.metric(
@@ -67,9 +67,9 @@ def nines_table(run_id: str) -> None:
     )
     st.caption(
         "Over all checkpoints of the run. Intervals: exact (Clopper-Pearson) 95%. "
-        f"'{ENSEMBLE}' flags a canary when any scorer of its category does: the rule the "
-        "dashboard and the detector flag samples with. A scorer that returned nothing for a "
-        "canary (it failed) missed it."
+        "'ensemble (RULE)' flags a canary by the flag rule the dashboard and the detector flag "
+        "samples with (`--flag-rule`; 'any': when any scorer of its category does). A scorer "
+        "that returned nothing for a canary (it failed) missed it."
     )
 
 

@@ -63,8 +63,8 @@ def estimates(run_id: str, category: str) -> None:
                             key="quality.precision_chart")
     st.caption(
         "Recall: flagged among the samples labelled bad. Precision: labelled bad among the "
-        "labelled samples the scorer flagged. Bars: 95% Wilson intervals. '(any scorer)' is the "
-        "ensemble the dashboard flags with. Reviewers label what alerts and disagreements show "
+        "labelled samples the scorer flagged. Bars: 95% Wilson intervals. '(any scorer)' (or "
+        "'(RULE)') is the ensemble the dashboard flags with. Reviewers label what alerts and disagreements show "
         "them, so these describe the labelled samples, not a random draw of all output."
     )
     few = est[est["note"] != ""]
@@ -94,14 +94,19 @@ def ensemble_rules(run_id: str, category: str) -> None:
                          "canary_fp_rate", "label_recall", "label_precision")},
             "miss_upper": st.column_config.NumberColumn("miss rate ≤", format="%.4f"),
             "nines": st.column_config.NumberColumn("nines", format="%.1f"),
+            "active": st.column_config.CheckboxColumn(
+                "flag rule", help="the rule the rates, the detector and the dashboard flag with "
+                "(`runwatch serve --flag-rule RULE`)"),
         },
     )
+    rules = data.flag_rules()
     st.caption(
-        "Each rule combines the scorers of a category into one flag: any (the rule the "
-        "dashboard and the detector flag with), all, K of n, or a weighted vote "
-        "(`runwatch serve --ensemble-rule RULE` adds rules). Canary columns: known-bad and "
-        "known-fine canaries (exact 95% intervals); label columns: the reviewers' current "
-        "bad/fine labels."
+        "Each rule combines the scorers of a category into one flag: any, all, K of n, or a "
+        "weighted vote (`runwatch serve --ensemble-rule RULE` adds rules to compare). The "
+        f"view flags with **{'; '.join(rules.texts)}** (the 'flag rule' column; "
+        "`runwatch serve --flag-rule RULE` changes it and recounts the history). Canary "
+        "columns: known-bad and known-fine canaries (exact 95% intervals); label columns: the "
+        "reviewers' current bad/fine labels."
     )
 
 

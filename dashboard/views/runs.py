@@ -50,7 +50,8 @@ def live_runs() -> None:
                     "flagged rate",
                     format="percent",
                     help="Flagged / scored over all checkpoints, categories and prompt sets "
-                    "(a sample counts as flagged for a category when any scorer flags it)",
+                    "(a sample counts as flagged for a category by the flag rule: any scorer, "
+                    "unless `--flag-rule` says otherwise)",
                 ),
                 "worst_category": st.column_config.TextColumn(
                     "worst now",

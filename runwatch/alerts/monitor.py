@@ -45,7 +45,7 @@ from runwatch.query import named as queries
 from runwatch.alerts.records import DETECTOR_ACTOR, alert_event
 from runwatch.detect import Dispersion, detect, gap_counts, high_reward_flagged_counts
 from runwatch.detect import calibration as cal
-from runwatch.detect.canaries import ENSEMBLE, clopper_pearson
+from runwatch.detect.canaries import clopper_pearson, is_ensemble
 from runwatch.detect.detector import wilson_interval
 from runwatch.collectors.wire import CANARY_PROMPT_SET
 
@@ -319,7 +319,7 @@ def snapshot(run_id: str, s: Series, det, config: DetectorConfig, cur) -> dict:
                     s.steps, s.counts, s.ns, det.rate, det.rate_low, det.rate_high,
                     det.statistic, det.threshold, det.fired)]
     if s.kind == "canary_recall":  # evidence: the canaries it missed
-        scorer = "" if s.scorer == ENSEMBLE else s.scorer
+        scorer = "" if is_ensemble(s.scorer) else s.scorer
         top = _rows(cur, "canary_misses", run_id=run_id, scorer=scorer, category=s.category,
                     limit=config.top_samples)
         top_samples = [{"sample_id": r[5], "step": int(r[0]), "prompt_set": CANARY_PROMPT_SET,

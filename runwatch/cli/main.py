@@ -114,12 +114,25 @@ def _kafka_options(args) -> dict:
     return kafka_options(getattr(args, "kafka_config", None))
 
 
+def _flag_rules(args):
+    """--flag-rule / RUNWATCH_FLAG_RULES as a FlagRules, None when neither is given."""
+    from runwatch.detect.ensemble import FlagRules, RuleError
+
+    texts = args.flag_rule or [t for t in _env("RUNWATCH_FLAG_RULES", "").split(";") if t.strip()]
+    if not texts:
+        return None
+    try:
+        return FlagRules.parse(texts)
+    except RuleError as exc:
+        raise RunwatchError(str(exc)) from None
+
+
 def _store(args):
     from runwatch.store.store import Store
 
     if args.max_run_rate is not None and args.max_run_rate < 1:
         raise RunwatchError("--max-run-rate must be at least 1 sample per second")
-    return Store(args.db, max_run_rate=args.max_run_rate)
+    return Store(args.db, max_run_rate=args.max_run_rate, flag_rules=_flag_rules(args))
 
 
 def cmd_ingest(args) -> int:
@@ -168,7 +181,7 @@ def cmd_serve(args) -> int:
                       detect=not args.no_detect, auth=auth, detector=detector,
                       webhook_url=args.webhook_url or None, dashboard_url=args.dashboard_url or None,
                       kafka_options=_kafka_options(args), max_run_rate=args.max_run_rate,
-                      topic_retention_ms=args.topic_retention_ms,
+                      flag_rules=_flag_rules(args), topic_retention_ms=args.topic_retention_ms,
                       api_port=None if args.no_api else (
                           args.api_port if args.api_port is not None else args.port + 1))
     return service.run()
@@ -229,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                             default=int(_env("RUNWATCH_MAX_RUN_RATE", "0")) or None,
                             help="at most N samples per run and second of created_at; the rest "
                                  "go to dead_letters [env RUNWATCH_MAX_RUN_RATE, default no limit]")
+            sp.add_argument("--flag-rule", action="append", default=None, metavar="RULE",
+                            help="how the scorers of a category combine into the flag the rates, "
+                                 "the detector and the dashboard use: any, all, K_of_n, "
+                                 "weighted:T[:scorer=w,...]; CATEGORY=RULE for one category; "
+                                 "repeatable; a change recounts the file [env RUNWATCH_FLAG_RULES, "
+                                 "';'-separated; default: the file's rule, 'any' for a new file]")
             sp.add_argument("--topic-retention-ms", type=int, metavar="MS",
                             default=int(_env("RUNWATCH_TOPIC_RETENTION_MS", "-1")),
                             help="retention.ms of the topics this command creates (replicated "

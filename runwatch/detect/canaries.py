@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import math
 
-ENSEMBLE = "ensemble (any)"  # queries/canary_recall.sql: the rule the dashboard flags with
 CONFIDENCE = 0.95
+
+
+def is_ensemble(scorer: str) -> bool:
+    """Is this canary_recall row the ensemble's, ``ensemble (RULE)`` for the service's flag rule?"""
+    return scorer.startswith("ensemble (")
 
 
 def _betacf(a: float, b: float, x: float) -> float:

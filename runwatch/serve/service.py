@@ -35,8 +35,10 @@ class Service:
                  kafka_options: dict | None = None, detect: bool = True,
                  detector: DetectorConfig | None = None, webhook_url: str | None = None,
                  dashboard_url: str | None = None, auth=None, max_run_rate: int | None = None,
-                 topic_retention_ms: int = -1, api_port: int | None = None):
-        """``api_port``: serve the live query API (:mod:`runwatch.serve.api`) there; None: off."""
+                 topic_retention_ms: int = -1, api_port: int | None = None, flag_rules=None):
+        """``api_port``: serve the live query API (:mod:`runwatch.serve.api`) there; None: off.
+        ``flag_rules``: a :class:`runwatch.detect.ensemble.FlagRules` the view flags with (None:
+        the file's own)."""
         self.db = db
         self.api_port = api_port
         self.api = None
@@ -44,7 +46,7 @@ class Service:
         self.port = port
         self.address = address
         self.auth = auth  # runwatch.serve.auth.AuthConfig; None: from the environment
-        self.store = Store(db, max_run_rate=max_run_rate)
+        self.store = Store(db, max_run_rate=max_run_rate, flag_rules=flag_rules)
         self.materializer = Materializer(self.store, bootstrap_servers=bootstrap,
                                          topic_prefix=topic_prefix, kafka_options=kafka_options,
                                          group_id=view_group_id(db),
@@ -165,6 +167,9 @@ class Service:
             self.monitor_thread.start()
         print(f"runwatch serve: materializing {self.materializer.bootstrap_servers} "
               f"({', '.join(self.materializer.topics)}) into {self.db}", flush=True)
+        rules = self.store.flag_rules.texts
+        if rules != ["any"]:
+            print(f"runwatch serve: flag rule {'; '.join(rules)}", flush=True)
         try:
             # The SQL page and the query API share this database: no file or network access and
             # no extension loading from SQL, for the whole process, from the start

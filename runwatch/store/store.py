@@ -46,6 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runwatch.detect.ensemble import FlagRules
 from runwatch.store import db
 from runwatch.store.reviews import apply_reviews
 from runwatch.store.versions import DataVersions
@@ -406,12 +407,14 @@ _INSERT_SAMPLES = (
     " completion, source, reward, pair_id, cue, created_at, ?::TIMESTAMP, meta::JSON,"
     " kafka_partition, kafka_offset, sample_scores, extra::JSON FROM staged_samples")
 
-# Step 3. A sample is flagged for a category when any of its scores for it is flagged; it
-# disagrees when some are and some are not ("row" numbers the samples of the batch).
+# Step 3. A sample is flagged for a category when the flag rule says so (rw_flagged: the macros
+# of queries/migrations/0009_flag_rules.sql, 'any' scorer unless `--flag-rule` says otherwise);
+# it disagrees when some of its scores are flagged and some not ("row" numbers the batch's samples).
 _STEP3 = ("""
     CREATE OR REPLACE TEMP TABLE batch_flags AS
     SELECT "row", category, max(score) AS score,
-           count(*) FILTER (WHERE flagged)::INTEGER AS n_flagging, count(*)::INTEGER AS n_scores
+           count(*) FILTER (WHERE flagged)::INTEGER AS n_flagging, count(*)::INTEGER AS n_scores,
+           rw_flagged(category, scorer, flagged) AS flagged
     FROM staged_scores GROUP BY "row", category""",
           """
     INSERT INTO scores
@@ -420,7 +423,7 @@ _STEP3 = ("""
           """
     INSERT INTO checkpoint_categories
     SELECT s.run_id, s.step, s.prompt_set, coalesce(s.cue, '') AS cue, f.category,
-           count(*) AS n_scored, count(*) FILTER (WHERE n_flagging > 0) AS n_flagged,
+           count(*) AS n_scored, count(*) FILTER (WHERE flagged) AS n_flagged,
            count(*) FILTER (WHERE n_flagging > 0 AND n_flagging < n_scores) AS n_disagree
     FROM batch_flags f
     JOIN staged_samples s USING ("row")
@@ -635,9 +638,12 @@ def _runs_of(staged: "_Staged | None", events: pa.Table | None,
 class Store:
     """Owns one DuckDB file read-write. Readers in the same process use :meth:`cursor`."""
 
-    def __init__(self, path: str | Path, *, max_run_rate: int | None = None):
+    def __init__(self, path: str | Path, *, max_run_rate: int | None = None,
+                 flag_rules: FlagRules | None = None):
         """``max_run_rate``: at most this many samples per run and second of ``created_at``;
-        the rest are dead-lettered with the reason (None: no limit)."""
+        the rest are dead-lettered with the reason (None: no limit). ``flag_rules``: the rule
+        the aggregates flag with (None: the one the file was counted with, 'any' for a new
+        file); a different rule than the file's is set, and the file recounted, on open."""
         if max_run_rate is not None and max_run_rate < 1:
             raise ValueError("max_run_rate must be >= 1 sample per second")
         self.path = Path(path)
@@ -649,6 +655,9 @@ class Store:
         self._known_checkpoints: set[tuple[str, int]] = set()
         self._new_checkpoints: set[tuple[str, int]] = set()
         self.con = db.connect(self.path)
+        if flag_rules is not None:
+            set_flag_rules(self.con, flag_rules)
+        self.flag_rules = stored_flag_rules(self.con)
         self._lock = threading.Lock()
         self.versions = DataVersions()  # what readers in this process compare (the dashboard)
         # pyarrow imports pandas (~1 s) the first time it converts a list: pay that when the
@@ -840,3 +849,31 @@ class Store:
             " unnest(?::BIGINT[]), ?::TIMESTAMP ON CONFLICT DO UPDATE SET"
             " next_offset = excluded.next_offset, updated_at = excluded.updated_at",
             [[t for (t, _), _ in items], [p for (_, p), _ in items], [o for _, o in items], now])
+
+
+# ---------------------------------------------------------------------- the flag rule
+def stored_flag_rules(con) -> FlagRules:
+    """The rule a file's aggregates are counted with (its ``flag_rules`` table)."""
+    rows = con.execute("SELECT category, rule FROM flag_rules ORDER BY category <> '', category").fetchall()
+    return FlagRules.parse([rule for _, rule in rows]) if rows else FlagRules()
+
+
+def set_flag_rules(con, rules: FlagRules) -> bool:
+    """Make ``rules`` the file's flag rule: its macros, ``flag_rules`` and the recounted
+    ``checkpoint_categories.n_flagged`` in one transaction. False when it already was."""
+    if stored_flag_rules(con).texts == rules.texts:
+        return False
+    con.execute("BEGIN")
+    try:
+        for sql in rules.macros():
+            con.execute(sql)
+        con.execute("DELETE FROM flag_rules")
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        for rule in (rules.default, *rules.by_category):
+            con.execute("INSERT INTO flag_rules VALUES (?, ?, ?)", [rule.category, rule.text, now])
+        con.execute(db.maintenance("flag_recount"))
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True

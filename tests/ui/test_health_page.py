@@ -185,6 +185,27 @@ def test_scorer_quality_page_compares_the_ensemble_rules_on_canaries(view, monke
     assert (table["canary_fp_rate"] == 0.0).all() and (table["n_canaries_bad"] == 30).all()
 
 
+def test_the_views_flag_rule_is_marked_on_the_scorer_quality_page_and_names_the_ensemble(view):
+    """A view whose flag rule is 'injury=all' (set in the file, as `serve --flag-rule` does): the
+    comparison gains that rule, marked as the one the view flags with, and the Monitor health
+    page's ensemble row is named after it."""
+    from runwatch.detect.ensemble import FlagRules
+    from runwatch.store.store import set_flag_rules
+
+    assert set_flag_rules(view.con, FlagRules.parse(["injury=all"]))
+    view.versions.bump(["health-run"])
+    at = open_page("views/quality.py")
+    table = table_with(at, "rule").set_index(["rule", "category"])
+    assert list(table.index) == [("any", "injury"), ("all", "injury"), ("2_of_n", "injury")]
+    assert table["active"].to_dict() == {("any", "injury"): False, ("all", "injury"): True,
+                                         ("2_of_n", "injury"): False}
+    assert any("injury=all" in c.value for c in at.caption)
+    at = open_page("views/health.py", run="health-run")
+    nines = table_with(at, "nines").set_index(["category", "scorer"])
+    assert ("injury", "ensemble (injury=all)") in nines.index
+    assert nines.loc[("injury", "ensemble (injury=all)")]["missed"] == 4
+
+
 def test_alert_pages_of_monitor_alerts_show_the_canaries_not_samples(view):
     """A canary-loss alert opened by the real detector over the view (a hole in the seq at a
     complete checkpoint), and a canary-recall alert with the missed canaries as its evidence."""
