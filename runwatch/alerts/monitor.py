@@ -393,8 +393,18 @@ class Monitor:
 
     def __init__(self, store, *, config: DetectorConfig | None = None, publisher=None,
                  notifier=None, caught_up: Callable[[], bool] = lambda: True,
-                 interval_s: float = 1.0, resend_after_s: float = 5.0):
+                 interval_s: float = 1.0, resend_after_s: float = 5.0,
+                 is_leader: Callable[[], bool] = lambda: True,
+                 announce_window_s: float = 3600.0):
+        """``is_leader``: whether this replica publishes and notifies (runwatch/serve/leader.py);
+        a follower applies the same events to its view and stays quiet. On becoming leader it
+        publishes what it has not seen confirmed and announces the opened/escalated alerts of
+        the last ``announce_window_s`` that no replica announced."""
         self.store = store
+        self.is_leader = is_leader
+        self.announce_window_s = announce_window_s
+        self._leading = False
+        self._announce_pending = False
         self.config = config or DetectorConfig()
         self.publisher = publisher
         self.notifier = notifier
@@ -437,6 +447,16 @@ class Monitor:
             cur.close()
         self.passes += 1
         self.events += len(applied)
+        leading = bool(self.is_leader())
+        took_over, self._leading = leading and not self._leading, leading
+        if not leading:
+            return applied
+        if took_over:  # what the last leader did not get to (or nothing, if there was none)
+            self._resend_unconfirmed(now)
+            self._announce_pending = self.notifier is not None
+        if self._announce_pending and caught_up:
+            self._announce_pending = False
+            self._announce_unannounced(now)
         if applied:
             self._publish(applied)
             if caught_up and self.notifier is not None:
@@ -444,6 +464,19 @@ class Monitor:
         if final or now - self._last_resend > 15.0:
             self._resend_unconfirmed(now if final else now - self.resend_after_s)
         return applied
+
+    def _announce_unannounced(self, now: float) -> None:
+        from runwatch.alerts.state import utc
+
+        cur = self.store.cursor()
+        try:
+            rows = _rows(cur, "monitor_unannounced", since=utc(now - self.announce_window_s))
+        finally:
+            cur.close()
+        for event_id, alert_id, action, body in rows:
+            log.info("leader: announcing %s (%s), which no replica announced", alert_id, action)
+            self.notifier.notify({"alert_id": alert_id, **(json.loads(body) if body else {})},
+                                 action, event_id)
 
     def _notify(self, events: list[dict]) -> None:
         from runwatch.alerts.webhook import delivered_before

@@ -24,7 +24,13 @@ answer back (``runwatch dead-letters replay`` on a file the service holds)::
      "tried": 3, "replayed": 2, "samples": 40, "events": 0, "still_invalid": {...}}}
 
 Controls change no alert and are not stored; a service acts on requests whose ``target`` is its
-own view (:func:`runwatch.store.db.view_group_id`).
+own view (:func:`runwatch.store.db.view_group_id`). The leader of several ``serve`` replicas
+(runwatch/serve/leader.py) says which alert events it announced through the webhook, for every
+replica (target ``*``; ``request_id`` = the alert event id)::
+
+    {"schema_version": 1, "kind": "control", "event_id": "...", "action": "webhook_delivered",
+     "request_id": "<alert event id>", "target": "*", "actor": "runwatch-view-<db stem>",
+     "ts": ..., "body": {"alert_id": "...", "trigger": "opened"}}
 
 ``validate`` raises :class:`runwatch.ingest.decode.Invalid` with a reason a person can act on; the
 materializer dead-letters such messages like any other malformed record.
@@ -50,7 +56,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 _ALERT_FIELDS = frozenset({"schema_version", "kind", "event_id", "alert_id", "action", "actor",
                            "ts", "body"})
-CONTROL_ACTIONS = ("replay_dead_letters", "replay_done")
+CONTROL_ACTIONS = ("replay_dead_letters", "replay_done", "webhook_delivered")
 _CONTROL_FIELDS = frozenset({"schema_version", "kind", "event_id", "action", "request_id", "target",
                              "actor", "ts", "body"})
 _LABEL_FIELDS = frozenset({"schema_version", "kind", "event_id", "sample_id", "category", "label",

@@ -445,7 +445,7 @@ class WebhookNotifier:
         for attempt in range(1, self.retries + 1):
             sent_at = _utcnow()
             start = time.monotonic()
-            status, error, retryable, retry_after = self._post(body)
+            status, error, retryable, retry_after = self._post(body, event_id)
             duration_ms = (time.monotonic() - start) * 1000.0
             ok = status is not None and 200 <= status < 300
             with self._lock:
@@ -477,9 +477,10 @@ class WebhookNotifier:
                     alert_id, trigger, event_id, attempt, self.safe_url, error)
         return False
 
-    def _post(self, body: bytes) -> tuple[int | None, str | None, bool, str | None]:
+    def _post(self, body: bytes, trigger_event_id: str) -> tuple[int | None, str | None, bool, str | None]:
         """One attempt: (status code, error, retryable, Retry-After header)."""
-        request = urllib.request.Request(self.url, data=body, headers=self.headers,
+        headers = {**self.headers, "Idempotency-Key": trigger_event_id}  # the same on every replica
+        request = urllib.request.Request(self.url, data=body, headers=headers,
                                          method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
@@ -534,8 +535,10 @@ def record_to_duckdb(cursor_factory: Callable, *, tries: int = 5) -> Callable[[d
 
 
 def delivered_before(cursor, trigger_event_id: str) -> bool:
-    """Whether ``webhook_deliveries`` holds a successful delivery of this alert event (so a
-    restarted service does not announce it again)."""
+    """Whether ``webhook_deliveries`` holds a successful delivery of this alert event, or another
+    replica announced it (``webhook_announced``), so that a restarted service or a new leader
+    does not announce it again."""
     return cursor.execute(
-        "SELECT count(*) > 0 FROM webhook_deliveries WHERE trigger_event_id = ? AND ok",
+        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE trigger_event_id = $1 AND ok)"
+        " + (SELECT count(*) FROM webhook_announced WHERE trigger_event_id = $1) > 0",
         [trigger_event_id]).fetchone()[0]

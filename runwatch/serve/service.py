@@ -21,8 +21,10 @@ from pathlib import Path
 
 from runwatch.alerts.monitor import DetectorConfig, Monitor
 from runwatch.alerts.publish import ReviewPublisher
+from runwatch.alerts.state import utc
 from runwatch.store.db import view_group_id
 from runwatch.ingest.materializer import Materializer
+from runwatch.serve.leader import Leadership
 from runwatch.store.store import Store
 
 log = logging.getLogger("runwatch.serve.service")
@@ -57,15 +59,26 @@ class Service:
         self.dashboard_url = dashboard_url or f"http://{address}:{port}"
         self.notifier = None
         if webhook_url:
-            from runwatch.alerts.webhook import WebhookNotifier, record_to_duckdb
+            from runwatch.alerts.webhook import WebhookNotifier
 
-            self.notifier = WebhookNotifier(webhook_url, record=record_to_duckdb(self.store.cursor),
+            self.notifier = WebhookNotifier(webhook_url, record=self._delivery_recorder(),
                                             dashboard_url=self.dashboard_url)
         self.monitor = None
+        self.leadership = None
         if detect:
+            # Replicas on the same topics: one leader publishes and notifies (runwatch/serve/leader.py).
+            self.leadership = Leadership(
+                bootstrap, topic_prefix=topic_prefix, kafka_options=kafka_options,
+                member=view_group_id(db),
+                on_change=lambda leader: print(
+                    "runwatch serve: " + ("leader of the replicas: publishes alert events and "
+                                          "sends the webhook" if leader else
+                                          "a follower: another replica publishes and notifies"),
+                    flush=True))
             self.monitor = Monitor(self.store, config=detector, publisher=self.publisher,
                                    notifier=self.notifier,
-                                   caught_up=lambda: self.materializer.idle)
+                                   caught_up=lambda: self.materializer.idle,
+                                   is_leader=lambda: self.leadership.is_leader)
         self.stop_event = threading.Event()
         self.worker = threading.Thread(target=self._materialize, name="runwatch-materializer",
                                        daemon=True)
@@ -74,6 +87,27 @@ class Service:
             self.monitor_thread = threading.Thread(target=self.monitor.run, args=(self.stop_event,),
                                                    name="runwatch-detector", daemon=True)
         self.worker_error: BaseException | None = None
+
+    def _delivery_recorder(self):
+        """Each delivery row into webhook_deliveries; a successful one also told to the other
+        replicas (a ``webhook_delivered`` control on the alerts topic)."""
+        from runwatch.alerts.records import control_event
+        from runwatch.alerts.webhook import record_to_duckdb
+
+        record = record_to_duckdb(self.store.cursor)
+
+        def record_and_tell(row: dict) -> None:
+            record(row)
+            if row.get("ok"):
+                try:
+                    self.publisher.publish(control_event(
+                        "webhook_delivered", row["trigger_event_id"], "*", view_group_id(self.db),
+                        {"alert_id": row.get("alert_id"), "trigger": row.get("trigger")}))
+                except Exception as exc:  # the others may announce it once more (same key)
+                    log.warning("could not tell the replicas about delivery %s: %s",
+                                row.get("trigger_event_id"), exc)
+
+        return record_and_tell
 
     def _materialize(self) -> None:
         try:
@@ -91,6 +125,8 @@ class Service:
         if self.monitor is not None:
             st["detector_passes"] = self.monitor.passes
             st["detector_error"] = self.monitor.last_error
+        if self.leadership is not None:
+            st["leader"] = self.leadership.is_leader
         return st
 
     def _finish(self) -> None:
@@ -105,6 +141,8 @@ class Service:
                 log.exception("final detector pass failed")
         if self.notifier is not None:
             self.notifier.close(timeout=10)
+        if self.leadership is not None:
+            self.leadership.stop()  # leaves the group: another replica leads at once
         self.publisher.close()
 
     def _stop(self, *_):
@@ -112,7 +150,19 @@ class Service:
 
     def _control(self, record: dict) -> None:
         """Writer thread, after the batch that carried it is committed: a request addressed to
-        this view (``runwatch dead-letters replay`` on the file this service holds)."""
+        this view (``runwatch dead-letters replay`` on the file this service holds), or a
+        replica's word that it announced an alert event through the webhook."""
+        if record.get("action") == "webhook_delivered":
+            body = record.get("body") or {}
+            cur = self.store.cursor()
+            try:
+                cur.execute("INSERT INTO webhook_announced VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            [record["request_id"], str(body.get("alert_id") or ""),
+                             str(body.get("trigger") or ""), str(record.get("actor") or ""),
+                             utc(float(record.get("ts") or time.time()))])
+            finally:
+                cur.close()
+            return
         if (record.get("action") != "replay_dead_letters"
                 or record.get("target") != view_group_id(self.db)
                 or time.time() - float(record.get("ts") or 0) > CONTROL_MAX_AGE_S):
@@ -163,6 +213,8 @@ class Service:
 
     def run(self) -> int:
         self.worker.start()
+        if self.leadership is not None:
+            self.leadership.start()
         if self.monitor_thread is not None:
             self.monitor_thread.start()
         print(f"runwatch serve: materializing {self.materializer.bootstrap_servers} "

@@ -138,3 +138,28 @@ def test_snapshots_are_json_safe_and_valid_records(store):
     finish(store, "run-4")
     (event,) = Monitor(store).pass_once()
     json.dumps(event, allow_nan=False)  # raises on NaN / inf
+
+
+class _Recorder:
+    """Collects what the monitor would publish (a unit test of the leader logic; the Kafka
+    round trip with two real replicas is tests/alerts/test_replicas.py)."""
+
+    def __init__(self):
+        self.records = []
+
+    def publish_many(self, records):
+        self.records += list(records)
+
+
+def test_a_follower_applies_the_events_quietly_and_publishes_them_when_it_becomes_leader(store):
+    write_steps(store, "run-f", {"red_team": STEP_UP, "on_distribution": FLAT})
+    finish(store, "run-f")
+    leader = [False]
+    publisher = _Recorder()
+    monitor = Monitor(store, publisher=publisher, is_leader=lambda: leader[0])
+    events = monitor.pass_once()
+    assert [e["action"] for e in events] == ["opened"]  # in the follower's own view...
+    assert publisher.records == []  # ...and not published
+    leader[0] = True
+    assert monitor.pass_once() == []  # nothing new to derive
+    assert [r["event_id"] for r in publisher.records] == [events[0]["event_id"]]  # taken over
