@@ -15,6 +15,12 @@ _LOCK_PID = re.compile(r"PID (\d+)")
 _BACKFILL = {"0004_page_aggregates.sql": "top_scores_rebuild"}
 
 
+# New files are written in the storage format of DuckDB 1.5 (file version 68), which the DuckDB
+# 1.x CLIs, notebooks and GUIs researchers already have can open; DuckDB 2.0's own default
+# (version 999) opens in no 1.x. A file keeps the format it was created with.
+STORAGE_COMPATIBILITY = "v1.5.0"
+
+
 def connect(path: str | Path, *, read_only: bool = False, migrate: bool = True) -> duckdb.DuckDBPyConnection:
     """Open ``path`` (created if missing unless read-only) and apply pending migrations.
 
@@ -27,7 +33,8 @@ def connect(path: str | Path, *, read_only: bool = False, migrate: bool = True) 
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config={} if read_only else
+                             {"storage_compatibility_version": STORAGE_COMPATIBILITY})
     except duckdb.IOException as exc:
         msg = str(exc)
         if "lock" in msg.lower():
