@@ -451,14 +451,15 @@ class Monitor:
         took_over, self._leading = leading and not self._leading, leading
         if not leading:
             return applied
-        if took_over:  # what the last leader did not get to (or nothing, if there was none)
-            self._resend_unconfirmed(now)
+        if took_over:  # all it has not seen confirmed, this pass's events included: what
+            self._resend_unconfirmed(now + 1.0)  # the last leader did not get to, if any
             self._announce_pending = self.notifier is not None
         if self._announce_pending and caught_up:
             self._announce_pending = False
             self._announce_unannounced(now)
         if applied:
-            self._publish(applied)
+            if not took_over:
+                self._publish(applied)
             if caught_up and self.notifier is not None:
                 self._notify(applied)
         if final or now - self._last_resend > 15.0:
