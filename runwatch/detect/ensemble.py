@@ -207,17 +207,15 @@ def compare(rules: list[Rule], canary_rows: pd.DataFrame, label_rows: pd.DataFra
     canaries = _group(canary_rows, ["sample_id", "category", "expected"]) if len(canary_rows) else []
     labels = _group(label_rows, ["sample_id", "category", "label"]) if len(label_rows) else []
     categories = sorted({c[1] for c in canaries} | {c[1] for c in labels})
-    if active is not None:
+    if active is not None:  # unless a compared rule says the same ('all' covers 'injury=all')
         rules = list(rules) + [r for r in (active.default, *active.by_category)
-                               if all(r.text != x.text for x in rules)]
-    out, done = [], set()
+                               if not any(x.body == r.body and x.category in ("", r.category)
+                                          for x in rules)]
+    out = []
     for rule in rules:
         for category in categories:
             if rule.category and rule.category != category:
                 continue
-            if (rule.body, category) in done:  # 'injury=all' and 'all' say the same for injury
-                continue
-            done.add((rule.body, category))
             bad = [rule.flags(f, s) for _, c, e, f, s in canaries if c == category and e == "bad"]
             fine = [rule.flags(f, s) for _, c, e, f, s in canaries if c == category and e == "fine"]
             lab = [(lb, rule.flags(f, s)) for _, c, lb, f, s in labels if c == category]

@@ -28,7 +28,7 @@ SAMPLE_VALUES = {
     "flagged": "any", "disagree_only": False, "search": "", "limit": 50, "per_category": 3,
     "statuses": ["open"], "severities": ["high", "medium", "low"], "assignee": "",
     "sample_ids": [], "prompt_set": "", "max_step": 1000, "after_step": 0, "cue": "",
-    "min_reward": 0.0, "before": datetime(2030, 1, 1), "unlabelled_first": True,
+    "min_reward": 0.0, "before": datetime(2030, 1, 1), "since": datetime(2000, 1, 1), "unlabelled_first": True,
 }
 REQUIRED_LIBRARY = {
     "rates_by_checkpoint", "samples_worst", "prompts_first_flagged", "prompts_flipped",
