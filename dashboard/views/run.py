@@ -59,9 +59,11 @@ def live_charts(run_id: str, prompt_sets: list[str], categories: list[str]) -> N
                 key="run.rates_chart",
                 depends=(prompt_sets, categories),
             )
+            rule = "; ".join(data.flag_rules().texts)
             st.caption(
-                "Shaded: 95% Wilson interval. A sample is flagged for a category when any "
-                "scorer flags it. Click a legend entry to highlight a category."
+                "Shaded: 95% Wilson interval. A sample is flagged for a category when "
+                + ("any scorer flags it" if rule == "any" else f"the flag rule `{rule}` says so")
+                + ". Click a legend entry to highlight a category."
                 + (
                     " Dashed rules: the checkpoint an alert opened at (click one to open it)."
                     if not marks.empty

@@ -18,6 +18,10 @@ died, and before the views heard of it).
 
 While the broker cannot be reached no member is told anything: the leader stays leader for the
 coordinator's session, then loses it like a dead member (its heartbeats stop).
+
+A cluster whose ACLs refuse the topic or the group (an authorization error) leaves no way to
+coordinate: the replica then leads alone and says so once. A monitor that goes quiet is worse
+than one that may announce twice (views drop repeated events by id; receivers by the key).
 """
 
 from __future__ import annotations
@@ -129,6 +133,15 @@ class Leadership:
                 consumer.poll(timeout_ms=250)  # heartbeats, rebalances; the topic stays empty
                 self.last_error = None
             except Exception as exc:  # the broker is away: try again, say so once
+                from kafka.errors import AuthorizationError
+
+                if isinstance(exc, AuthorizationError):
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("leadership: %s; leading alone (grant the group and topic %s to "
+                                "coordinate replicas)", exc, self.topic)
+                    self._set(True)
+                    self._stop.wait()
+                    break
                 if self.last_error is None:
                     log.warning("leadership: %s", exc)
                 self.last_error = f"{type(exc).__name__}: {exc}"

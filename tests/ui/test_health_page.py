@@ -204,6 +204,8 @@ def test_the_views_flag_rule_is_marked_on_the_scorer_quality_page_and_names_the_
     nines = table_with(at, "nines").set_index(["category", "scorer"])
     assert ("injury", "ensemble (injury=all)") in nines.index
     assert nines.loc[("injury", "ensemble (injury=all)")]["missed"] == 4
+    at = open_page("views/run.py", run="health-run")
+    assert any("the flag rule `any; injury=all`" in c.value for c in at.caption)
 
 
 def test_alert_pages_of_monitor_alerts_show_the_canaries_not_samples(view):
