@@ -357,3 +357,15 @@ def test_materializer_keeps_writing_while_queries_run_and_are_stopped(served):
     n = served.con.cursor().execute(
         "SELECT count(*) FROM samples WHERE run_id = 'live'").fetchone()[0]
     assert n == 20 * len(written)
+
+
+def test_a_parser_that_wants_to_open_files_means_refused(monkeypatch):
+    """DuckDB 1.5's parser opens the files an IMPORT DATABASE names (2.0's does not): the
+    permission error that the parse-only connection raises is a refusal, not a crash."""
+    class FilesWanted:
+        def extract_statements(self, sql):
+            raise duckdb.PermissionException("file system operations are disabled by configuration")
+
+    monkeypatch.setattr(sql_guard, "_parse_con", lambda: FilesWanted())
+    with pytest.raises(UnsafeSqlError, match="refused: a statement that reads files"):
+        sql_guard.check("IMPORT DATABASE '/tmp/x'")
