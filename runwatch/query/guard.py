@@ -254,7 +254,9 @@ def _walk(node, found: dict) -> None:
                                     node.get("table_name") or ""))
         elif kind == "SHOW_REF":
             name = node.get("table_name") or ""
-            if name and not (node.get("show_type") == "SHOW_SPECIAL" and name in _SHOW_SPECIAL):
+            # SHOW TABLES / SHOW DATABASES: SHOW_SPECIAL in DuckDB 2.0, SHOW_UNQUALIFIED in 1.5
+            if name and not (node.get("show_type") in ("SHOW_SPECIAL", "SHOW_UNQUALIFIED")
+                             and name in _SHOW_SPECIAL):
                 found["tables"].append((node.get("catalog_name") or "",
                                         node.get("schema_name") or "", name))
         for value in node.values():
