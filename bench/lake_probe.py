@@ -49,15 +49,19 @@ def install() -> Path:
     return target
 
 
-def worker(target: Path, *args: str, wait: bool = True):
+def worker(target: Path, *args: str) -> subprocess.Popen:
+    """Start one worker process (DuckDB 1.5.5 on its path); :func:`result` collects it."""
     env = dict(os.environ, PYTHONPATH=str(target))
-    cmd = [sys.executable, str(WORKER), str(target), *args]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0:
-        raise SystemExit(f"lake worker {args} failed:\n{done.stdout}{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(WORKER), str(target), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    """The JSON line a worker printed last, or a clear failure with what it said."""
+    out, err = proc.communicate(timeout=1200)
+    if proc.returncode != 0:
+        raise SystemExit(f"lake worker {proc.args[3:]} failed:\n{out}{err}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -68,26 +72,26 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     target = install()
-    result: dict = {"machine": machine(), "duckdb": DUCKDB, "catalog": "sqlite"}
+    summary: dict = {"machine": machine(), "duckdb": DUCKDB, "catalog": "sqlite"}
     with tempfile.TemporaryDirectory(prefix="runwatch-lake-") as d:
-        commits = [worker(target, "commit", str(Path(d, f"single-{rows}")), rows)
+        commits = [result(worker(target, "commit", str(Path(d, f"single-{rows}")), rows))
                    for rows in args.rows.split(",")]
-        result["commit"] = commits
+        summary["commit"] = commits
         print_table("DuckLake commit cost (one writer, SQLite catalog)",
                     ["rows per commit", "commits", "median commit ms", "µs per row", "files"],
                     [[c["rows"], c["commits"], f"{c['median_ms']:.1f}",
                       f"{1000 * c['median_ms'] / c['rows']:.2f}", c["files"]] for c in commits])
         lake = Path(d, "shared")
-        worker(target, "init", str(lake), str(args.writers))
-        reader = worker(target, "read", str(lake), "8", wait=False)
+        result(worker(target, "init", str(lake), str(args.writers)))
+        reader = worker(target, "read", str(lake), "8")
         started = time.perf_counter()
-        procs = [worker(target, "write", str(lake), str(w), str(args.commits), wait=False)
+        procs = [worker(target, "write", str(lake), str(w), str(args.commits))
                  for w in range(args.writers)]
-        writes = [json.loads(p.communicate(timeout=1200)[0].strip().splitlines()[-1]) for p in procs]
+        writes = [result(p) for p in procs]
         wall = time.perf_counter() - started
-        reads = json.loads(reader.communicate(timeout=1200)[0].strip().splitlines()[-1])
-        final = worker(target, "check", str(lake))
-        result["concurrent"] = {"writers": writes, "wall_s": wall, "reader": reads, "final": final}
+        reads = result(reader)
+        final = result(worker(target, "check", str(lake)))
+        summary["concurrent"] = {"writers": writes, "wall_s": wall, "reader": reads, "final": final}
         expected = args.writers * args.commits * 1000
         print_table(f"{args.writers} writers, {args.commits} commits of 1,000 rows each, concurrently",
                     ["rows expected", "rows in lake", "offsets exact", "retries", "wall s",
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
                       sum(w["retries"] for w in writes), f"{wall:.1f}", reads["reads"], reads["refused_locked"],
                       f"{reads['p50_ms']:.1f}", f"{reads['max_ms']:.1f}", reads["monotone"],
                       f"{final['files_before']}/{final['files_after']}", f"{final['merge_s']:.2f}"]])
-    path = save_json("lake_probe", result, args.out)
+    path = save_json("lake_probe", summary, args.out)
     print(f"\nwrote {path}")
     ok = final["rows"] == expected and final["offsets_exact"] and reads["monotone"]
     return 0 if ok else 1

@@ -22,6 +22,7 @@ SAMPLES = """CREATE TABLE IF NOT EXISTS lake.samples (
     kafka_partition INTEGER, kafka_offset BIGINT,
     sample_scores STRUCT(scorer VARCHAR, category VARCHAR, score DOUBLE, flagged BOOLEAN,
                          threshold DOUBLE)[])"""
+MAX_RETRIES = 200  # refused commits in a row before the error is taken for what it says
 OFFSETS = "CREATE TABLE IF NOT EXISTS lake.offsets (kafka_partition INTEGER, next_offset BIGINT)"
 
 
@@ -69,6 +70,8 @@ def commit(con, writer: int, first: int, n: int) -> int:
             except duckdb.Error:
                 pass  # a failed COMMIT has rolled back already
             retries += 1
+            if retries > MAX_RETRIES:  # not contention: something is wrong, say what
+                raise
             time.sleep(0.02 * min(retries, 10))
 
 
